@@ -1,0 +1,60 @@
+"""Bastion: the only SSH entry point (and, in bastion mode, the Consul server)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cdktf_cdktf_provider_openstack.compute_instance_v2 import ComputeInstanceV2, ComputeInstanceV2Network
+from cdktf_cdktf_provider_openstack.networking_floatingip_associate_v2 import NetworkingFloatingipAssociateV2
+from cdktf_cdktf_provider_openstack.networking_floatingip_v2 import NetworkingFloatingipV2
+from cdktf_cdktf_provider_openstack.networking_port_v2 import NetworkingPortV2, NetworkingPortV2FixedIp
+from constructs import Construct
+
+from constructs.node_group import IGNORED_SERVER_CHANGES, boot_source
+
+
+@dataclass(frozen=True)
+class BastionProps:
+    cluster_name: str
+    fixed_ip: str
+    flavor: str
+    image_id: str
+    key_pair: str
+    network_id: str
+    subnet_id: str
+    security_group_ids: list[str]
+    external_network_name: str
+    user_data: str
+    availability_zone: str = "nova"
+    boot_volume_size_gb: int = 0
+
+
+class Bastion(Construct):
+    def __init__(self, scope: Construct, id: str, *, props: BastionProps) -> None:
+        super().__init__(scope, id)
+        name = f"{props.cluster_name}-bastion"
+        self.port = NetworkingPortV2(
+            self, "port",
+            name=name,
+            network_id=props.network_id,
+            admin_state_up=True,
+            fixed_ip=[NetworkingPortV2FixedIp(subnet_id=props.subnet_id, ip_address=props.fixed_ip)],
+            security_group_ids=props.security_group_ids,
+        )
+        self.server = ComputeInstanceV2(
+            self, "server",
+            name=name,
+            flavor_name=props.flavor,
+            key_pair=props.key_pair,
+            availability_zone=props.availability_zone,
+            user_data=props.user_data,
+            metadata={"cluster": props.cluster_name, "role": "bastion", "pool": ""},
+            network=[ComputeInstanceV2Network(port=self.port.id)],
+            lifecycle={"ignore_changes": IGNORED_SERVER_CHANGES},
+            **boot_source(props.image_id, props.boot_volume_size_gb),
+        )
+        self.floating_ip = NetworkingFloatingipV2(self, "floating_ip", pool=props.external_network_name,
+                                                  description=f"{name} SSH entry point")
+        NetworkingFloatingipAssociateV2(self, "floating_ip_association",
+                                        floating_ip=self.floating_ip.address, port_id=self.port.id)
+        self.public_address: str = self.floating_ip.address
+        self.private_address: str = props.fixed_ip

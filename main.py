@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""The CDKTF app: one ClusterStack per stacks/<env>.yaml.
+
+`python main.py` is a plain synth (what `cdktf synth` runs). Operator commands
+(`status`, `wait`, `timeline`, `kubeconfig`) are dispatched to ops.cli.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# The repo root must be on sys.path before `constructs` is first imported, so that the
+# local constructs/ folder is merged into the PyPI package's namespace (see DESIGN.md).
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+OPS_COMMANDS = {"status", "wait", "timeline", "kubeconfig"}
+
+# jsii's Node.js kernel trips a deprecation notice (util.isArray) on every run; keep synth
+# output free of it without hiding other warnings.
+os.environ["NODE_OPTIONS"] = " ".join(filter(None, [os.environ.get("NODE_OPTIONS"), "--disable-warning=DEP0044"]))
+
+
+def synth(envs: list[str] | None = None) -> None:
+    from cdktf import App
+
+    from stacks.cluster_stack import ClusterStack
+    from stacks.settings import environments, load_settings
+
+    # Load and validate every environment before anything is synthesized, so bad input
+    # leaves an earlier cdktf.out untouched.
+    settings = {env: load_settings(env) for env in (envs or environments())}
+    app = App()
+    for env, env_settings in settings.items():
+        ClusterStack(app, env, settings=env_settings)
+    app.synth()
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] in OPS_COMMANDS:
+        from ops.cli import main as ops_main
+
+        return ops_main(argv)
+    from stacks.settings import SettingsError
+
+    try:
+        only = [e for e in os.environ.get("CLUSTER_ENVS", "").split(",") if e]
+        synth(only or None)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

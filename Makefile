@@ -7,6 +7,13 @@ VENV := .venv
 ENV ?= dev
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 export CHECKPOINT_DISABLE := 1
+# cdktf asks the terraform binary for its version; a TF_CLI_CONFIG_FILE naming a file that
+# does not exist makes it print a warning banner on every synth.
+ifneq ($(TF_CLI_CONFIG_FILE),)
+ifeq ($(wildcard $(TF_CLI_CONFIG_FILE)),)
+export TF_CLI_CONFIG_FILE :=
+endif
+endif
 
 .PHONY: setup synth synth-all test test-tools e2e openstack-up openstack-down bench docs clean
 

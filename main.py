@@ -23,15 +23,17 @@ OPS_COMMANDS = {"status", "wait", "timeline", "kubeconfig"}
 os.environ["NODE_OPTIONS"] = " ".join(filter(None, [os.environ.get("NODE_OPTIONS"), "--disable-warning=DEP0044"]))
 
 
-def synth(envs: list[str] | None = None) -> None:
+def synth(envs: list[str] | None = None, stacks_dir: Path | None = None) -> None:
+    from stacks.settings import STACKS_DIR, environments, load_settings
+
+    stacks_dir = stacks_dir or STACKS_DIR
+    # Load and validate every environment before anything is synthesized (or even the
+    # jsii runtime started), so bad input fails fast and leaves an earlier cdktf.out untouched.
+    settings = {env: load_settings(env, stacks_dir) for env in (envs or environments(stacks_dir))}
+
     from cdktf import App
 
     from stacks.cluster_stack import ClusterStack
-    from stacks.settings import environments, load_settings
-
-    # Load and validate every environment before anything is synthesized, so bad input
-    # leaves an earlier cdktf.out untouched.
-    settings = {env: load_settings(env) for env in (envs or environments())}
     app = App()
     for env, env_settings in settings.items():
         ClusterStack(app, env, settings=env_settings)
@@ -47,7 +49,8 @@ def main(argv: list[str]) -> int:
 
     try:
         only = [e for e in os.environ.get("CLUSTER_ENVS", "").split(",") if e]
-        synth(only or None)
+        stacks_dir = os.environ.get("CLUSTER_STACKS_DIR")
+        synth(only or None, Path(stacks_dir) if stacks_dir else None)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -67,10 +67,11 @@ class NodeGroup(Construct):
         self.server_group = ComputeServergroupV2(
             self, "server_group", name=props.name, policies=[props.server_group_policy],
         )
-        port_iter = TerraformIterator.from_map({name: name for name in props.node_names})
+        # Keyed by node name; the value is the node's fixed address where it has one.
+        port_iter = TerraformIterator.from_map(props.fixed_ips or {name: name for name in props.node_names})
         fixed_ip = NetworkingPortV2FixedIp(
             subnet_id=props.subnet_id,
-            ip_address=Fn.lookup(props.fixed_ips, Token.as_string(port_iter.key)) if props.fixed_ips else None,
+            ip_address=Token.as_string(port_iter.value) if props.fixed_ips else None,
         )
         self.ports = NetworkingPortV2(
             self, "ports",

@@ -40,6 +40,14 @@ class SettingsError(ValueError):
     """A one-line, user-facing settings error."""
 
 
+FIELD_MARK = "@field:"
+
+
+def _field_error(field: str, message: str) -> ValueError:
+    """A model-level check's error, pointed at the field it is about."""
+    return ValueError(f"{FIELD_MARK}{field}:{message}")
+
+
 class _Model(BaseModel):
     # Unknown keys are errors: a misspelt key must never be silently ignored.
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
@@ -118,7 +126,7 @@ class NetworkSettings(_Model):
             for b in names[i + 1:]:
                 na, nb = netaddr.IPNetwork(nets[a]), netaddr.IPNetwork(nets[b])
                 if na.first <= nb.last and nb.first <= na.last:
-                    raise ValueError(f"{a} {nets[a]} overlaps {b} {nets[b]}; the three networks must be disjoint")
+                    raise _field_error(b, f"{nets[b]} overlaps {a} {nets[a]}; node, pod and service networks must be disjoint")
         return self
 
     @property
@@ -146,7 +154,7 @@ class CniSettings(_Model):
     def _version_supported(self) -> "CniSettings":
         allowed = SUPPORTED_CNI_VERSIONS[self.name]
         if self.version not in allowed:
-            raise ValueError(f"{self.name} version {self.version!r} is not supported; allowed: {', '.join(allowed)}")
+            raise _field_error("version", f"{self.name} version {self.version!r} is not supported; allowed: {', '.join(allowed)}")
         return self
 
 
@@ -194,7 +202,7 @@ class AccessSettings(_Model):
     def _world(self) -> "AccessSettings":
         for field in ("ssh_allowed_cidrs", "api_allowed_cidrs"):
             if not self.allow_world and any(netaddr.IPNetwork(c) == WORLD for c in getattr(self, field)):
-                raise ValueError(f"{field} contains 0.0.0.0/0; narrow it, or set access.allow_world: true to accept exposure to the whole internet")
+                raise _field_error(field, "contains 0.0.0.0/0; narrow it, or set access.allow_world: true to accept exposure to the whole internet")
         return self
 
 
@@ -275,9 +283,9 @@ class ConsulSettings(_Model):
     @model_validator(mode="after")
     def _mode(self) -> "ConsulSettings":
         if self.mode == "external" and not self.addresses:
-            raise ValueError("mode external needs at least one address (host:port)")
+            raise _field_error("addresses", "mode external needs at least one address (host:port)")
         if self.mode == "bastion" and self.addresses:
-            raise ValueError("addresses must be empty in bastion mode (the bastion's fixed address is used)")
+            raise _field_error("addresses", "must be empty in bastion mode (the bastion's fixed address is used)")
         return self
 
 
@@ -354,13 +362,15 @@ class NodeSpec:
 
 def _field_path(loc: tuple) -> str:
     parts: list[str] = []
+    previous = None
     for item in loc:
-        if isinstance(item, int):
+        if previous in {"token", "state_backend"} and item in {"variable", "barbican", "local", "consul", "s3"}:
+            pass  # the discriminated-union tag pydantic adds to the location
+        elif isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in {"variable", "barbican", "local", "consul", "s3"} and parts and parts[-1] in {"token", "state_backend"}:
-            continue  # discriminated-union tag pydantic adds to the location
         else:
             parts.append(("." if parts else "") + str(item))
+        previous = item
     return "".join(parts) or "(top level)"
 
 
@@ -372,7 +382,7 @@ def _describe(err: dict) -> str:
         return "required field is missing"
     if kind in {"literal_error", "union_tag_invalid"}:
         return msg.replace("Input should be", "must be")
-    msg = msg.removeprefix("Value error, ")
+    msg = msg.removeprefix("Value error, ").replace("Input should be", "must be").replace("List should have", "must have")
     if "input" in err and kind not in {"value_error"} and not isinstance(err["input"], (dict, list)):
         msg += f" (got {err['input']!r})"
     return msg
@@ -386,7 +396,12 @@ def parse_settings(data: object, source: str) -> Settings:
         return Settings.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise SettingsError(f"{source}: {_field_path(err['loc'])}: {_describe(err)}") from None
+        loc, message = tuple(err["loc"]), _describe(err)
+        if message.startswith(FIELD_MARK):
+            field, message = message[len(FIELD_MARK):].split(":", 1)
+            loc += (field,)
+        message = " ".join(message.split())  # exactly one line, whatever pydantic says
+        raise SettingsError(f"{source}: {_field_path(loc)}: {message}") from None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -403,16 +418,16 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def settings_path(env_or_path: str | Path) -> Path:
+def settings_path(env_or_path: str | Path, stacks_dir: Path = STACKS_DIR) -> Path:
     text = str(env_or_path)
     if text.endswith((".yaml", ".yml")) or "/" in text:
         return Path(text)
-    return STACKS_DIR / f"{text}.yaml"
+    return Path(stacks_dir) / f"{text}.yaml"
 
 
-def load_settings(env_or_path: str | Path) -> Settings:
+def load_settings(env_or_path: str | Path, stacks_dir: Path = STACKS_DIR) -> Settings:
     """Load and validate stacks/<env>.yaml (or an explicit path)."""
-    path = settings_path(env_or_path)
+    path = settings_path(env_or_path, stacks_dir)
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -430,6 +445,6 @@ def load_settings(env_or_path: str | Path) -> Settings:
     return parse_settings(data, source)
 
 
-def environments() -> list[str]:
+def environments(stacks_dir: Path = STACKS_DIR) -> list[str]:
     """Environment names, one per stacks/<env>.yaml."""
-    return sorted(p.stem for p in STACKS_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in Path(stacks_dir).glob("*.yaml"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
+from cdktf import TerraformIterator
 from cdktf_cdktf_provider_openstack.networking_secgroup_rule_v2 import NetworkingSecgroupRuleV2
 from cdktf_cdktf_provider_openstack.networking_secgroup_v2 import NetworkingSecgroupV2
 from constructs import Construct
@@ -105,7 +106,11 @@ def security_rules(props: SecurityGroupsProps) -> list[Rule]:
 
 
 class SecurityGroups(Construct):
-    """The bastion, control-plane and worker groups; attach them to ports, not servers."""
+    """The bastion, control-plane and worker groups; attach them to ports, not servers.
+
+    Rules are two for_each resources keyed by Rule.key (one for group sources, one for
+    CIDR sources): stable addresses, and synth cost that does not grow with the rule count.
+    """
 
     def __init__(self, scope: Construct, id: str, *, props: SecurityGroupsProps) -> None:
         super().__init__(scope, id)
@@ -117,20 +122,37 @@ class SecurityGroups(Construct):
             )
             for role in ROLES
         }
+        group_ids = {role: group.id for role, group in self.groups.items()}
         self.rules = security_rules(props)
-        for rule in self.rules:
+
+        def rule_map(rules: list[Rule], source: str) -> dict[str, dict]:
+            # Port 0 leaves the range unset: the whole protocol (IP-in-IP, VRRP, ICMP).
+            return {r.key: {
+                "security_group_id": group_ids[r.group],
+                "protocol": r.protocol,
+                "port_range_min": r.port_min or 0,
+                "port_range_max": r.port_max or 0,
+                "description": r.description,
+                "source": group_ids[r.remote_group] if source == "group" else r.remote_cidr,
+            } for r in rules}
+
+        by_group = rule_map([r for r in self.rules if r.remote_group], "group")
+        by_cidr = rule_map([r for r in self.rules if r.remote_cidr], "cidr")
+        for rule_id, rules, source_arg in (("group_rules", by_group, "remote_group_id"),
+                                           ("cidr_rules", by_cidr, "remote_ip_prefix")):
+            it = TerraformIterator.from_map(rules)
             NetworkingSecgroupRuleV2(
-                self, rule.key,
-                security_group_id=self.groups[rule.group].id,
+                self, rule_id,
+                for_each=it,
+                security_group_id=it.get_string("security_group_id"),
                 direction="ingress",
                 ethertype="IPv4",
-                protocol=rule.protocol,
-                port_range_min=rule.port_min,
-                port_range_max=rule.port_max,
-                remote_group_id=self.groups[rule.remote_group].id if rule.remote_group else None,
-                remote_ip_prefix=rule.remote_cidr,
-                description=rule.description,
+                protocol=it.get_string("protocol"),
+                port_range_min=it.get_number("port_range_min"),
+                port_range_max=it.get_number("port_range_max"),
+                description=it.get_string("description"),
+                **{source_arg: it.get_string("source")},
             )
-        self.bastion_id: str = self.groups["bastion"].id
-        self.control_plane_id: str = self.groups["control_plane"].id
-        self.worker_id: str = self.groups["worker"].id
+        self.bastion_id: str = group_ids["bastion"]
+        self.control_plane_id: str = group_ids["control_plane"]
+        self.worker_id: str = group_ids["worker"]

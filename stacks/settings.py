@@ -253,7 +253,7 @@ class WorkerPoolSettings(_Model):
 
 class VariableToken(_Model):
     type: Literal["variable"] = "variable"
-    variable: str = Field("consul_token", pattern=r"^[a-z][a-z0-9_]*$", description="Terraform variable holding the token (set TF_VAR_<variable>).")
+    variable: str = Field("consul_token", pattern=r"^[a-z][a-z0-9_]*$", description="Terraform variable holding the token (set `TF_VAR_<variable>`).")
 
 
 class BarbicanToken(_Model):
@@ -265,7 +265,7 @@ class ConsulSettings(_Model):
     mode: Literal["bastion", "external"] = Field("bastion", description="`bastion`: a Consul server with ACLs runs on the bastion; `external`: use an existing Consul cluster.")
     addresses: list[str] = Field(default_factory=list, description="`host:port` of the external Consul servers (required for `external`, empty for `bastion`).")
     scheme: Literal["http", "https"] = Field("http", description="Scheme for the Consul HTTP API.")
-    kv_prefix: str = Field("k8s-formation", pattern=r"^[a-z0-9][a-z0-9-/]*[a-z0-9]$", description="KV prefix; the cluster's keys live under <kv_prefix>/<cluster>/.")
+    kv_prefix: str = Field("k8s-formation", pattern=r"^[a-z0-9][a-z0-9-/]*[a-z0-9]$", description="KV prefix; the cluster's keys live under `<kv_prefix>/<cluster>/`.")
     token: Union[VariableToken, BarbicanToken] = Field(
         default_factory=VariableToken, discriminator="type",
         description="Where the cluster's Consul ACL token comes from: a sensitive Terraform variable, or a Barbican secret.",
@@ -291,14 +291,14 @@ class ConsulSettings(_Model):
 
 class LocalBackend(_Model):
     type: Literal["local"] = "local"
-    path: Optional[str] = Field(None, description="State file path; default terraform.<env>.tfstate in the project root.")
+    path: Optional[str] = Field(None, description="State file path; default `terraform.<env>.tfstate` in the project root.")
 
 
 class ConsulBackend(_Model):
     type: Literal["consul"]
     address: str = Field(min_length=1, description="Consul address for the state (locking is built in).")
     path: str = Field(min_length=1, description="KV path of the state.")
-    scheme: Literal["http", "https"] = "https"
+    scheme: Literal["http", "https"] = Field("https", description="Scheme of the state Consul's HTTP API.")
 
 
 class S3Backend(_Model):
@@ -318,11 +318,11 @@ class S3Backend(_Model):
 
 
 class Settings(_Model):
-    cluster: ClusterSettings
-    openstack: OpenStackSettings
+    cluster: ClusterSettings = Field(description="Identity of the cluster.")
+    openstack: OpenStackSettings = Field(description="Where in the cloud the cluster is built.")
     network: NetworkSettings = Field(default_factory=NetworkSettings, description="Node, pod and service networks.")
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings, description="Kubernetes version, CNI, API endpoint.")
-    access: AccessSettings
+    access: AccessSettings = Field(description="Who may reach the cluster from outside.")
     bastion: BastionSettings = Field(default_factory=BastionSettings, description="The bastion server.")
     control_plane: ControlPlaneSettings = Field(default_factory=ControlPlaneSettings, description="The HA control plane.")
     worker_pools: list[WorkerPoolSettings] = Field(min_length=1, description="Worker pools.")

@@ -46,21 +46,24 @@ class IngressRule:
 
 
 def ingress_rules(doc: dict, cluster: str) -> list[IngressRule]:
+    """Every rule instance of the for_each rule resources, with group names resolved."""
     def group_name(ref: str) -> str:
         _, body = referenced(doc, ref)
         return body["name"].removeprefix(f"{cluster}-")
 
     rules = []
     for body in resources(doc, "openstack_networking_secgroup_rule_v2").values():
-        assert body["direction"] == "ingress"
-        low, high = body.get("port_range_min"), body.get("port_range_max")
-        rules.append(IngressRule(
-            group=group_name(body["security_group_id"]),
-            protocol=body["protocol"],
-            ports=(low, high) if low is not None else None,
-            remote_group=group_name(body["remote_group_id"]) if body.get("remote_group_id") else None,
-            remote_cidr=body.get("remote_ip_prefix"),
-        ))
+        assert body["direction"] == "ingress" and body["ethertype"] == "IPv4"
+        by_group = "remote_group_id" in body
+        for key, rule in body["for_each"].items():
+            low, high = rule["port_range_min"], rule["port_range_max"]
+            rules.append(IngressRule(
+                group=group_name(rule["security_group_id"]),
+                protocol=rule["protocol"],
+                ports=(low, high) if low else None,
+                remote_group=group_name(rule["source"]) if by_group else None,
+                remote_cidr=None if by_group else rule["source"],
+            ))
     return rules
 
 

@@ -38,7 +38,7 @@ test-tools: setup
 	@set -e; for script in tests/tools/install-*.sh; do bash "$$script"; done
 
 test: test-tools
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --safety-report docs/safety-report.md
 
 openstack-up:
 	bash tests/e2e/openstack/up.sh

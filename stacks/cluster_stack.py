@@ -26,6 +26,7 @@ from stacks.node_facts import control_plane_ips, node_facts
 from stacks.settings import Settings
 
 SSH_USER = "ubuntu"
+PROVIDER_CONSTRAINT = "~> 3.0"
 # Relative to the stack's working directory cdktf.out/stacks/<env>: the project root.
 LOCAL_STATE_DIR = "../../.."
 
@@ -36,6 +37,9 @@ class ClusterStack(TerraformStack):
         s = settings
         name = s.cluster.name
         OpenstackProvider(self, "openstack", cloud=s.openstack.cloud)
+        # The bindings pin the exact provider release they were generated from (3.0.0); any
+        # 3.x keeps those schemas, and 3.0.0 itself is no longer served everywhere.
+        self.add_override("terraform.required_providers.openstack.version", PROVIDER_CONSTRAINT)
         self._backend(id, s)
 
         external = DataOpenstackNetworkingNetworkV2(self, "external_network", name=s.openstack.external_network,

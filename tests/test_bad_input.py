@@ -121,6 +121,7 @@ def test_table_is_large_and_distinct():
     assert len({case[0] for case in CASES}) == len(CASES)
 
 
+@pytest.mark.safety("bad-input")
 @pytest.mark.parametrize("case_id,content,field,allowed", CASES, ids=[c[0] for c in CASES])
 def test_bad_settings_refused(tmp_path, earlier_output, case_id, content, field, allowed):
     stacks = tmp_path / "stacks"
@@ -142,6 +143,7 @@ def test_bad_settings_refused(tmp_path, earlier_output, case_id, content, field,
     assert tree_digest(out) == before
 
 
+@pytest.mark.safety("bad-input")
 def test_missing_environment_file(tmp_path, earlier_output):
     out, before = earlier_output
     result = run_synth(out, stacks_dir=tmp_path, envs="qa")

@@ -11,6 +11,7 @@ from stacks.settings import environments, load_settings
 from tests.synth_json import ingress_rules, outside, resources
 
 
+@pytest.mark.safety("exposure")
 @pytest.mark.parametrize("env", environments())
 def test_only_bastion_ssh_and_api_reachable_from_outside(synthesized, env):
     doc, s = synthesized[env], load_settings(env)
@@ -27,6 +28,7 @@ def test_only_bastion_ssh_and_api_reachable_from_outside(synthesized, env):
         assert set(listener["allowed_cidrs"]) == set(s.access.api_allowed_cidrs) | {s.network.node_cidr}
 
 
+@pytest.mark.safety("exposure")
 @pytest.mark.parametrize("env", environments())
 def test_intra_cluster_rules_use_groups(synthesized, env):
     """etcd only between control-plane nodes, kubelet only from the control plane,

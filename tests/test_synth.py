@@ -111,6 +111,7 @@ def test_api_endpoint(synthesized, env):
     assert fips == 1 + int(endpoint.floating_ip)
 
 
+@pytest.mark.safety("exposure")
 def test_no_ssh_from_anywhere_to_nodes(synthesized, env):
     doc, s = synthesized[env], load_settings(env)
     for rule in ingress_rules(doc, s.cluster.name):
@@ -152,6 +153,7 @@ def test_rule_sets_per_role(synthesized, env):
     assert consul == ({"control-plane", "worker"} if s.consul.mode == "bastion" else set())
 
 
+@pytest.mark.safety("secret-leak")
 def test_outputs_static_and_not_secret(synthesized, env):
     doc = synthesized[env]
     outputs = doc["output"]
@@ -172,6 +174,11 @@ def test_consul_token_source(synthesized, env):
         data = doc["data"]["openstack_keymanager_secret_v1"]["consul_token_secret"]
         assert data["name"] == s.consul.token.secret_name
         assert "${data.openstack_keymanager_secret_v1.consul_token_secret.payload}" in user_data
+
+
+def test_provider_constraint_accepts_any_3x(synthesized, env):
+    provider = synthesized[env]["terraform"]["required_providers"]["openstack"]
+    assert provider == {"source": "terraform-provider-openstack/openstack", "version": "~> 3.0"}
 
 
 def test_state_backend(synthesized, env):

@@ -83,7 +83,7 @@ def test_every_field_documented():
     def walk(model):
         for name, field in model.model_fields.items():
             if name != "type":
-                assert field.description or name in {"cluster", "openstack", "access", "scheme"}, f"{model.__name__}.{name}"
+                assert field.description, f"{model.__name__}.{name}"
             ann = field.annotation
             for sub in getattr(ann, "__args__", (ann,)):
                 if isinstance(sub, type) and issubclass(sub, Settings.__mro__[1]) and sub is not model:

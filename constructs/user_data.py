@@ -1,24 +1,34 @@
-"""Cloud-init user-data for every node role: the node contract files, the Ansible bundle, the bootstrap.
+"""Cloud-init user-data for every node role: the node contract files, the node bundle, the bootstrap.
 
-Built from Python structures and dumped with yaml.safe_dump (no string splicing). The output is
-byte-stable across synths: the bundle is a tar with sorted members, fixed owners and mtimes, gzip
-with mtime 0. Only files of the repo's own `cloudinit/` and `ansible/` trees are read.
+The cloud-config is built from Python structures and dumped with PyYAML (no string splicing); it
+is byte-stable across synths: the bundle is a tar with sorted members, fixed owners and mtimes,
+gzip with mtime 0. Only files of the repo's own `cloudinit/` and `ansible/` trees are read.
 
-Values in `facts`/`secrets` may be CDKTF tokens (`${TfToken[TOKEN.12]}`) that Terraform resolves at
-apply time. The text ends up in Terraform JSON, where any other `${` or `%{` would be interpolation,
-so `terraform_escape` doubles those and leaves the tokens alone.
+Size: Nova takes at most 65535 bytes of base64 user-data and we keep to half of that. The node
+bundle (the role's Ansible files, the formation engine and the bootstrap) travels as one gz+b64
+tar, with comments and docstrings stripped from the Python and YAML in it; and the whole cloud-config
+reaches Nova gzip-compressed by Terraform's `base64gzip` (cloud-init unpacks gzip user-data, and
+the provider passes base64 through as is), so the bundle is not base64-inflated a second time.
+
+Values in `facts`/`secrets` may be CDKTF tokens (`${TfToken[TOKEN.12]}`) known only at apply time:
+`render_user_data` passes them to Terraform as expressions and escapes every literal part, so
+nothing else in the text is ever read as Terraform syntax.
 """
 from __future__ import annotations
 
+import ast
 import base64
+import functools
 import gzip
 import io
 import json
 import re
 import tarfile
+import tokenize
 from pathlib import Path
 
 import yaml
+from cdktf import Fn
 
 REPO = Path(__file__).resolve().parent.parent
 ANSIBLE_DIR = REPO / "ansible"
@@ -32,23 +42,16 @@ FACTS_PATH = f"{NODE_DIR}/cluster.json"
 SECRETS_PATH = f"{NODE_DIR}/secrets.json"
 BUNDLE_PATH = f"{NODE_HOME}/ansible.tar"
 BOOTSTRAP_PATH = f"{NODE_HOME}/bootstrap.py"
-# Nova accepts 65535 bytes of base64 user-data. The bundle is base64 inside the YAML and Nova's base64
-# comes on top (x1.78 over gzip), so the ~40 KB formation engine alone costs ~20 KB: 32 KiB cannot be
-# met with the whole engine on board. 48 KiB keeps a quarter of Nova's limit free for growth.
-MAX_USER_DATA_B64 = 48 * 1024
+BOOTSTRAP_MEMBER = "bootstrap.py"
+# Half of Nova's 65535-byte limit on base64 user-data.
+MAX_USER_DATA_B64 = 32 * 1024
 
 # Needed before Ansible exists: the venv module for the bootstrap, nftables for the metadata block.
 PACKAGES = ["python3-venv", "nftables", "ca-certificates"]
 
 _BUNDLE_SKIP_DIRS = {"__pycache__", ".pytest_cache", ".ansible"}
 _BUNDLE_SKIP_SUFFIXES = (".pyc", ".pyo", ".retry", ".swp")
-
-# One pass: a CDKTF token is kept as is, any other `${` / `%{` is doubled for Terraform.
-_TERRAFORM_ESCAPE = re.compile(r"(\$\{TfToken\[[^\]]*\]\})|([$%])\{")
-
-
-def terraform_escape(text: str) -> str:
-    return _TERRAFORM_ESCAPE.sub(lambda m: m.group(1) or f"{m.group(2)}{m.group(2)}{{", text)
+_TOKEN = re.compile(r"(\$\{TfToken\[[^\]]*\]\})")
 
 
 def _playbook_roles(role: str) -> list[str]:
@@ -77,13 +80,70 @@ def _bundle_files(role: str) -> list[Path]:
     return sorted(set(wanted))
 
 
+def strip_python(source: str) -> str:
+    """The same program without comments and docstrings (they are a third of the bytes).
+
+    Works on positions from `ast` and `tokenize` and cuts the original text, so the code that
+    remains is exactly the code that was reviewed and tested; a shebang line stays.
+    """
+    lines = source.splitlines(keepends=True)
+    cut: dict[int, int] = {}  # line index -> column from which the line is dropped
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT and not (tok.start[0] == 1 and tok.string.startswith("#!")):
+            cut[tok.start[0] - 1] = tok.start[1]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                # A docstring statement owns its lines; `...` keeps a body that had nothing else.
+                only = len(node.body) == 1
+                lines[first.lineno - 1] = " " * first.col_offset + "...\n" if only else ""
+                for index in range(first.lineno, first.end_lineno):
+                    lines[index] = ""
+    out = []
+    for index, line in enumerate(lines):
+        if index in cut and line:
+            kept = line[:cut[index]].rstrip()
+            line = kept + "\n" if kept else ""
+        out.append(line)
+    return "".join(out)
+
+
+def strip_yaml(source: str) -> str:
+    """A YAML file re-dumped without its comments, or unchanged where the data would not
+    survive the round trip exactly (custom tags, anything PyYAML reads differently)."""
+    try:
+        data = yaml.safe_load(source)
+        dumped = yaml.safe_dump(data, sort_keys=False, width=1 << 20, allow_unicode=True)
+        if yaml.safe_load(dumped) == data:
+            return dumped
+    except yaml.YAMLError:
+        pass
+    return source
+
+
+def _bundle_member(path: Path) -> bytes:
+    """Comments stay in the repository; the node gets only the code (templates untouched)."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".py":
+        return strip_python(text).encode("utf-8")
+    if path.suffix in (".yml", ".yaml") and "templates" not in path.parts:
+        return strip_yaml(text).encode("utf-8")
+    return text.encode("utf-8")
+
+
+@functools.lru_cache(maxsize=None)
 def ansible_bundle(role: str) -> bytes:
-    """The role's part of the ansible/ tree as a plain tar, byte-identical for identical file contents."""
+    """The role's part of the ansible/ tree plus the bootstrap as a plain tar, byte-identical for
+    identical file contents (cached: synth renders every role once per stack)."""
+    members = [(path.relative_to(ANSIBLE_DIR).as_posix(), path) for path in _bundle_files(role)]
+    members.append((BOOTSTRAP_MEMBER, BOOTSTRAP))
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for path in _bundle_files(role):
-            data = path.read_bytes()
-            info = tarfile.TarInfo(path.relative_to(ANSIBLE_DIR).as_posix())
+        for name, path in sorted(members):
+            data = _bundle_member(path)
+            info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
             info.mtime = 0
@@ -93,11 +153,16 @@ def ansible_bundle(role: str) -> bytes:
     return buf.getvalue()
 
 
-def _gzip_b64(data: bytes) -> str:
+def _gzip(data: bytes) -> bytes:
     out = io.BytesIO()
     with gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=9, mtime=0) as gz:
         gz.write(data)
-    return base64.b64encode(out.getvalue()).decode("ascii")
+    return out.getvalue()
+
+
+@functools.lru_cache(maxsize=None)
+def _bundle_content(role: str) -> str:
+    return base64.b64encode(_gzip(ansible_bundle(role))).decode("ascii")
 
 
 def _json_text(value: dict) -> str:
@@ -105,7 +170,7 @@ def _json_text(value: dict) -> str:
 
 
 def user_data_document(role: str, facts: dict, secrets: dict[str, str]) -> dict:
-    """The cloud-config as a Python structure (before YAML and Terraform escaping)."""
+    """The cloud-config as a Python structure."""
     if role not in ROLES:
         raise ValueError(f"unknown node role {role!r}; expected one of {', '.join(ROLES)}")
     return {
@@ -115,17 +180,18 @@ def user_data_document(role: str, facts: dict, secrets: dict[str, str]) -> dict:
             {"path": FACTS_PATH, "owner": "root:root", "permissions": "0644", "content": _json_text(facts)},
             {"path": SECRETS_PATH, "owner": "root:root", "permissions": "0600", "content": _json_text(secrets)},
             {"path": BUNDLE_PATH, "owner": "root:root", "permissions": "0600", "encoding": "gz+b64",
-             "content": _gzip_b64(ansible_bundle(role))},
-            {"path": BOOTSTRAP_PATH, "owner": "root:root", "permissions": "0700", "encoding": "gz+b64",
-             "content": _gzip_b64(BOOTSTRAP.read_bytes())},
+             "content": _bundle_content(role)},
         ],
         # The role comes from the metadata service, so every server of a role shares this user-data.
-        "runcmd": [["python3", BOOTSTRAP_PATH]],
+        "runcmd": [
+            ["tar", "-xf", BUNDLE_PATH, "-C", NODE_HOME, BOOTSTRAP_MEMBER],
+            ["python3", BOOTSTRAP_PATH],
+        ],
     }
 
 
 class _Dumper(yaml.SafeDumper):
-    """Multi-line strings (the JSON files) as literal blocks, so the synth output stays readable."""
+    """Multi-line strings (the JSON files) as literal blocks, so the cloud-config stays readable."""
 
 
 def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
@@ -136,18 +202,44 @@ def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _str_representer)
 
 
-def render_user_data(role: str, facts: dict, secrets: dict[str, str]) -> str:
-    """`#cloud-config` text for `role`, escaped for Terraform JSON (tokens in facts/secrets kept)."""
+def render_cloud_config(role: str, facts: dict, secrets: dict[str, str]) -> str:
+    """`#cloud-config` text for `role`; CDKTF tokens in facts/secrets are kept as they are."""
     body = yaml.dump(user_data_document(role, facts, secrets), Dumper=_Dumper, sort_keys=False, width=1 << 20,
                      default_flow_style=False)
-    return terraform_escape("#cloud-config\n" + body)
+    return "#cloud-config\n" + body
 
 
-def terraform_unescape(text: str) -> str:
-    """What Terraform hands to Nova for a token-free text: `$${` -> `${`, `%%{` -> `%{`."""
-    return text.replace("$${", "${").replace("%%{", "%{")
+_HCL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def user_data_size_b64(rendered: str) -> int:
-    """Bytes Nova receives (base64) for a rendered user-data, tokens counted at their placeholder length."""
-    return len(base64.b64encode(terraform_unescape(rendered).encode("utf-8")))
+def _hcl_literal(text: str) -> str:
+    """`text` as the inside of an HCL quoted string: nothing in it is read as syntax.
+    (cdktf's Fn.rawString leaves backslashes alone, which breaks JSON content.)"""
+    out = []
+    for char in text:
+        if char in _HCL_ESCAPES:
+            out.append(_HCL_ESCAPES[char])
+        elif ord(char) < 0x20:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    # cdktf itself doubles `${` in function arguments, but not `%{`.
+    return "".join(out).replace("%{", "%%{")
+
+
+def terraform_user_data(cloud_config: str) -> str:
+    """The server's `user_data` value: Terraform gzips and base64-encodes the text at apply time,
+    after resolving the CDKTF tokens in it. cdktf places function arguments between quotes as
+    they are, so literal parts go in escaped for HCL; the tokens become arguments of their own."""
+    pieces = [part if _TOKEN.fullmatch(part) else _hcl_literal(part)
+              for part in _TOKEN.split(cloud_config) if part]
+    return Fn.base64gzip(Fn.join("", pieces))
+
+
+def render_user_data(role: str, facts: dict, secrets: dict[str, str]) -> str:
+    return terraform_user_data(render_cloud_config(role, facts, secrets))
+
+
+def user_data_size_b64(cloud_config: str) -> int:
+    """Bytes Nova receives for a cloud-config text (with its tokens already resolved)."""
+    return len(base64.b64encode(gzip.compress(cloud_config.encode("utf-8"), 9, mtime=0)))

@@ -45,7 +45,7 @@ def test_control_plane_nodes(synthesized, env):
     assert servers["metadata"] == {"cluster": name, "role": "control-plane", "pool": ""}
     assert servers["flavor_name"] == s.control_plane.flavor
     assert "depends_on" not in servers  # all control-plane nodes are created together
-    assert "user_data" in servers and servers["user_data"].startswith("#cloud-config")
+    assert servers["user_data"].startswith('${base64gzip(join("", ["#cloud-config\\n')
     assert "user_data" in servers["lifecycle"]["ignore_changes"]
     group_type, group = referenced(doc, servers["scheduler_hints"][0]["group"])
     assert group["policies"] == [s.control_plane.server_group_policy]
@@ -169,11 +169,11 @@ def test_consul_token_source(synthesized, env):
     if s.consul.token.type == "variable":
         var = doc["variable"][s.consul.token.variable]
         assert var["sensitive"] is True and var["nullable"] is False
-        assert "${var.%s}" % s.consul.token.variable in user_data
+        assert '", var.%s, "' % s.consul.token.variable in user_data
     else:
         data = doc["data"]["openstack_keymanager_secret_v1"]["consul_token_secret"]
         assert data["name"] == s.consul.token.secret_name
-        assert "${data.openstack_keymanager_secret_v1.consul_token_secret.payload}" in user_data
+        assert '", data.openstack_keymanager_secret_v1.consul_token_secret.payload, "' in user_data
 
 
 def test_provider_constraint_accepts_any_3x(synthesized, env):

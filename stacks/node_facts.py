@@ -32,6 +32,8 @@ def node_facts(settings: Settings, api_public_address: Optional[str] = None) -> 
         "kubernetes_version": k8s.version,
         "kubernetes_minor": k8s.minor,
         "api_endpoint": {"host": settings.network.api_vip, "port": API_PORT, "type": k8s.api_endpoint.type},
+        # The VIP variant's keepalived peers; also the etcd members a join should expect.
+        "control_plane_addresses": control_plane_ips(settings),
         "api_cert_sans": sans,
         "node_cidr": settings.network.node_cidr,
         "pod_cidr": settings.network.pod_cidr,

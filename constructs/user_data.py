@@ -81,7 +81,7 @@ def _bundle_files(role: str) -> list[Path]:
 
 
 def strip_python(source: str) -> str:
-    """The same program without comments and docstrings (they are a third of the bytes).
+    """The same program without comments and function/class docstrings (a tenth of the bytes).
 
     Works on positions from `ast` and `tokenize` and cuts the original text, so the code that
     remains is exactly the code that was reviewed and tested; a shebang line stays.
@@ -92,7 +92,8 @@ def strip_python(source: str) -> str:
         if tok.type == tokenize.COMMENT and not (tok.start[0] == 1 and tok.string.startswith("#!")):
             cut[tok.start[0] - 1] = tok.start[1]
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+        # The module docstring stays: scripts hand `__doc__` to argparse.
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
             first = node.body[0]
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
                     and isinstance(first.value.value, str):

@@ -119,7 +119,8 @@ def test_stripped_python_is_the_same_program(path):
         module = ast.parse(source)
         for node in ast.walk(module):
             body = getattr(node, "body", None)
-            if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body \
+                    and isinstance(body[0], ast.Expr) \
                     and isinstance(getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str):
                 node.body = body[1:] or [ast.Expr(ast.Constant(Ellipsis))]
         return ast.dump(module)

@@ -38,9 +38,11 @@ here="\$(cd "\$(dirname "\$0")/.." && pwd)"
 LD_LIBRARY_PATH="\$here/$REL_LIBDIR\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}" exec "\$here/usr/sbin/sshd" "\$@"
 WRAP
 chmod 0755 "$SSHD_WRAPPER"
-if LD_LIBRARY_PATH="$LIBDIR" ldd "$SSHD" | grep -q 'not found'; then
+# Captured first: `ldd | grep -q` under pipefail fails on SIGPIPE and would hide a missing library.
+missing=$(LD_LIBRARY_PATH="$LIBDIR" ldd "$SSHD" | grep 'not found' || true)
+if [ -n "$missing" ]; then
   echo "install-openssh: sshd is missing shared libraries:" >&2
-  LD_LIBRARY_PATH="$LIBDIR" ldd "$SSHD" | grep 'not found' >&2
+  echo "$missing" >&2
   exit 1
 fi
 "$SSHD_WRAPPER" -V 2>&1 | head -n1 || true

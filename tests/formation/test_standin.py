@@ -100,7 +100,8 @@ def test_init_can_be_told_to_fail_and_refuses_to_run_twice_without_reset(kubeadm
 def test_rendered_role_template_is_what_the_standin_accepts(tmp_path):
     import jinja2
     from tests.formation.harness import INIT_TEMPLATE
-    facts = {"cluster_name": "dev", "kubernetes_version": "1.34.2", "api_endpoint": {"host": "10.20.0.10", "port": 6443},
+    facts = {"cluster_name": "dev", "kubernetes_version": "1.34.2",
+             "api_endpoint": {"host": "10.20.0.10", "port": 6443},
              "api_cert_sans": ["10.20.0.10"], "pod_cidr": "10.244.0.0/16", "service_cidr": "10.96.0.0/12",
              "join": {"token_ttl_hours": 24}}
     import yaml
@@ -111,3 +112,14 @@ def test_rendered_role_template_is_what_the_standin_accepts(tmp_path):
     assert cluster["controlPlaneEndpoint"] == "10.20.0.10:6443" and cluster["kubernetesVersion"] == "v1.34.2"
     assert cluster["apiServer"]["certSANs"] == ["10.20.0.10"]
     assert init["bootstrapTokens"][0]["ttl"] == "86400s" and init["nodeRegistration"]["name"] == "dev-cp-1"
+
+
+def test_kubectl_standin_lists_the_members(kubeadm):
+    kubeadm("cp-1", "init", "--config", str(kubeadm.dir / "init.yaml"), "--upload-certs")
+    kubectl = STANDIN_KUBEADM.parent / "kubectl"
+    env = dict(os.environ, KUBEADM_STANDIN_STATE=str(kubeadm.dir / "state.json"),
+               KUBEADM_STANDIN_KUBE_DIR=str(kubeadm.dir / "cp-1"))
+    out = subprocess.run([str(kubectl), "get", "nodes", "-o", "name"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.split() == ["node/cp-1"]
+    env["KUBEADM_STANDIN_KUBE_DIR"] = str(kubeadm.dir / "nowhere")
+    assert subprocess.run([str(kubectl), "get", "nodes"], env=env, capture_output=True).returncode == 1

@@ -305,6 +305,7 @@ class Ctx:
         self.session = Session(self.consul, f"k8s-formation/{self.facts['cluster_name']}/{self.node}",
                                args.session_ttl, args.lock_delay, self.log)
         self.status = Status(self)
+        self._polled = False
 
     def key(self, suffix: str) -> str:
         return self.prefix + suffix
@@ -322,7 +323,12 @@ class Ctx:
         """
         wait = self.args.wait if wait is None else wait
         if self.args.poll_interval > 0:
-            time.sleep(min(wait, self.args.poll_interval))
+            interval = self.args.poll_interval
+            if not self._polled:
+                # Real nodes boot at independent times, so their poll loops are out of phase.
+                interval = random.uniform(0, interval)
+                self._polled = True
+            time.sleep(min(wait, interval))
             new_index, _ = self.consul.kv_get(key)
             return new_index
         new_index, _ = self.consul.kv_get(key, index=max(index, 1), wait=wait)
@@ -340,6 +346,8 @@ class Status:
     def set(self, phase: str, error: str | None = None) -> None:
         if phase not in PHASES:
             raise ValueError(f"unknown phase {phase!r}")
+        if phase == self.current and not error:
+            return  # waiters re-enter their phase on every wake-up; one record is enough
         args = self.ctx.args
         for _ in range(20):
             index, entry = self.ctx.consul.kv_get(self.key)
@@ -663,7 +671,8 @@ def wait_until_initialized_or_lock(ctx: Ctx, kubeadm: Kubeadm) -> bool:
         lock_index, lock = ctx.consul.kv_get(ctx.key("locks/init"))
         now = time.monotonic()
         if (not lock or not lock.get("Session")) and now >= backoff_until:
-            ctx.status.set("waiting-for-lock")
+            # The status write comes after the attempt: a node that gets the lock at once never waited,
+            # and the race winner's path to `kubeadm init` stays short.
             sid = ctx.session.ensure()
             holder = json.dumps({"node": ctx.node, "at": time.time()}).encode()
             if ctx.consul.kv_put(ctx.key("locks/init"), holder, acquire=sid):
@@ -675,6 +684,7 @@ def wait_until_initialized_or_lock(ctx: Ctx, kubeadm: Kubeadm) -> bool:
                 # Give the other control-plane nodes the first go at the next attempt.
                 backoff_until = time.monotonic() + ctx.args.retry_backoff
                 continue
+            ctx.status.set("waiting-for-lock")
             ctx.wait_change(ctx.key("locks/init"), lock_index, wait=min(ctx.args.wait, ctx.args.lock_delay + 0.5))
         elif now < backoff_until:
             ctx.wait_change(ctx.key("initialized"), ctx.consul.kv_get(ctx.key("initialized"))[0],

@@ -313,7 +313,6 @@ def run_playbook(cfg: Config, log: Log, node: Node, ansible_playbook: str) -> No
         raise Fatal(f"playbook {playbook} missing from the bundle")
     argv = [ansible_playbook, playbook,
             "--extra-vars", f"@{cfg.facts_file}",
-            "--extra-vars", f"@{cfg.secrets_file}",
             "--extra-vars", f"@{cfg.node_file}",
             "--extra-vars", f"ansible_python_interpreter={cfg.module_python}"]
     child_env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(cfg.playbook_dir, "ansible.cfg"),

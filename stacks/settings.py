@@ -221,6 +221,9 @@ class ControlPlaneSettings(_Model):
 
 TAINT = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_./]*(=[-A-Za-z0-9_.]*)?:(NoSchedule|PreferNoSchedule|NoExecute)$")
 LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+# NodeRestriction: the labels a kubelet may set on its own node inside kubernetes.io / k8s.io.
+K8S_LABEL_DOMAIN = re.compile(r"^(.*\.)?(kubernetes|k8s)\.io$")
+KUBELET_LABEL_PREFIXES = ("kubelet.kubernetes.io", "node.kubernetes.io")
 LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 
 
@@ -238,6 +241,10 @@ class WorkerPoolSettings(_Model):
         for key, value in v.items():
             if not LABEL_KEY.match(key):
                 raise ValueError(f"label key {key!r} is not a valid Kubernetes label key")
+            prefix = key.split("/", 1)[0] if "/" in key else ""
+            if K8S_LABEL_DOMAIN.match(prefix) and prefix not in KUBELET_LABEL_PREFIXES:
+                raise ValueError(f"label {key!r}: a kubelet may only set kubernetes.io/k8s.io labels under "
+                                 f"{', '.join(KUBELET_LABEL_PREFIXES)} (NodeRestriction); the join would fail")
             if not isinstance(value, str) or not LABEL_VALUE.match(value):
                 raise ValueError(f"label {key!r} value {value!r} is not a valid Kubernetes label value")
         return v

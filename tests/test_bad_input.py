@@ -84,6 +84,7 @@ CASES = [
     ("worker-count-float", {"worker_pools.0.count": 2.5}, "worker_pools[0].count", "integer"),
     ("bad-taint", {"worker_pools.0.taints": ["dedicated=gpu"]}, "worker_pools[0].taints", "NoSchedule"),
     ("bad-label-key", {"worker_pools.0.labels": {"-bad": "x"}}, "worker_pools[0].labels", "label key"),
+    ("label-node-restriction", {"worker_pools.0.labels": {"node-role.kubernetes.io/worker": ""}}, "worker_pools[0].labels", "NodeRestriction"),
     ("pools-not-a-list", {"worker_pools": {"name": "general"}}, "worker_pools", "list"),
     ("external-consul-without-addresses", {"consul.mode": "external"}, "consul.addresses", "at least one address"),
     ("bastion-consul-with-addresses", {"consul.addresses": ["10.0.0.1:8500"]}, "consul.addresses", "bastion mode"),

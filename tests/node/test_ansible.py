@@ -97,45 +97,6 @@ def test_rendered_metadata_block_drops_pod_traffic_to_the_metadata_service(tmp_p
     assert drops == [f"ip saddr {pod_cidr} ip daddr 169.254.169.254 counter drop"]
 
 
-def label_facts(tmp_path: Path, labels: dict, taints: list) -> subprocess.CompletedProcess:
-    out = tmp_path / "facts.json"
-    tasks = [
-        {"name": "Shape", "ansible.builtin.include_role": {"name": "node_labels"}},
-        {"name": "Dump", "ansible.builtin.copy": {
-            "dest": str(out), "mode": "0644",
-            "content": "{{ {'args': node_labels_kubelet_extra_args, "
-                       "'taints': node_labels_node_registration_taints} | to_json }}"}},
-    ]
-    return run_play(tmp_path, tasks, {"node_labels": labels, "node_taints": taints})
-
-
-def test_labels_and_taints_become_kubeadm_node_registration(tmp_path):
-    proc = label_facts(tmp_path, {"tier": "general", "node.kubernetes.io/pool": "general"},
-                       ["dedicated=gpu:NoSchedule", "spot:PreferNoSchedule"])
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    facts = json.loads((tmp_path / "facts.json").read_text())
-    assert facts["args"] == [{"name": "node-labels", "value": "node.kubernetes.io/pool=general,tier=general"}]
-    assert facts["taints"] == [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"},
-                               {"key": "spot", "value": "", "effect": "PreferNoSchedule"}]
-
-
-def test_no_labels_means_no_kubelet_argument(tmp_path):
-    proc = label_facts(tmp_path, {}, [])
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert json.loads((tmp_path / "facts.json").read_text()) == {"args": [], "taints": []}
-
-
-@pytest.mark.parametrize("labels, taints, message", [
-    ({"node-role.kubernetes.io/worker": ""}, [], "not a valid self-applied node label"),
-    ({"tier": "bad value"}, [], "not a valid self-applied node label"),
-    ({}, ["dedicated=gpu:Sometimes"], "is not key[=value]"),
-])
-def test_labels_the_kubelet_may_not_set_are_refused(tmp_path, labels, taints, message):
-    proc = label_facts(tmp_path, labels, taints)
-    assert proc.returncode != 0
-    assert message in proc.stdout
-
-
 CALICO_UPSTREAM = """\
 kind: ConfigMap
 data:

@@ -41,10 +41,13 @@ STANDIN_PLAYBOOK = """\
         content: >-
           {{ {'node_name': node_name, 'node_role': node_role, 'node_pool': node_pool,
               'node_labels': node_labels, 'node_taints': node_taints, 'cluster_name': cluster_name,
-              'pod_cidr': pod_cidr, 'token_sha256': consul_token | hash('sha256')} | to_json }}
+              'pod_cidr': pod_cidr, 'token_is_a_variable': consul_token is defined,
+              'token_sha256': secrets.consul_token | hash('sha256')} | to_json }}
+      vars:
+        secrets: "{{ lookup('file', lookup('env', 'K8S_NODE_CONFIG_DIR') + '/secrets.json') | from_json }}"
     - name: Print the token, which the bootstrap must scrub from its log
       ansible.builtin.debug:
-        msg: "token is {{ consul_token }}"
+        msg: "token is {{ (lookup('file', lookup('env', 'K8S_NODE_CONFIG_DIR') + '/secrets.json') | from_json).consul_token }}"
     - name: Hang on request
       ansible.builtin.command:
         cmd: sleep 600
@@ -194,6 +197,7 @@ def test_happy_path_records_phases_and_runs_the_role_playbook(tmp_path, metadata
     assert handed == {"node_name": "dev-general-1", "node_role": "worker", "node_pool": "general",
                       "node_labels": {"tier": "general"}, "node_taints": ["dedicated=general:NoSchedule"],
                       "cluster_name": "dev", "pod_cidr": "10.244.0.0/16",
+                      "token_is_a_variable": False,
                       "token_sha256": __import__("hashlib").sha256(CLUSTER_TOKEN.encode()).hexdigest()}
     record = status(consul, "dev-general-1")
     assert record["phase"] == "provisioning" and record["last_error"] is None

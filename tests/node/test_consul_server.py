@@ -28,7 +28,10 @@ def consul(tmp_path_factory):
 
 def run_bastion_acl(tmp_path, consul):
     facts = fake_facts(mode="bastion")
-    extra = {**facts, "consul_token": CLUSTER_TOKEN, "ansible_python_interpreter": sys.executable,
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"consul_token": CLUSTER_TOKEN}))
+    secrets.chmod(0o600)
+    extra = {**facts, "consul_server_secrets_file": str(secrets), "ansible_python_interpreter": sys.executable,
              "consul_server_http_addr": consul.url,
              "consul_server_management_token_file": str(tmp_path / "management-token.json"),
              "consul_server_agent_token_file": str(tmp_path / "agent-token.json")}

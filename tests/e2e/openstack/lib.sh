@@ -1,0 +1,47 @@
+# Shared settings and helpers for up.sh / down.sh (sourced, not run).
+# shellcheck shell=bash
+
+STATE_DIR="${K8S_E2E_OS_STATE:-/var/lib/k8s-e2e-openstack}"
+RUN_DIR="$STATE_DIR/run"
+LOG_DIR="$STATE_DIR/log"
+DONE_DIR="$STATE_DIR/done"
+SECRETS_FILE="$STATE_DIR/secrets.env"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+# Debian's own interpreter: the OpenStack libraries live in its dist-packages,
+# while `python3` on PATH may be a pyenv or venv interpreter without them.
+SYS_PY=/usr/bin/python3
+
+BIND=127.0.0.1
+KEYSTONE_PORT=5000
+GLANCE_PORT=9292
+PLACEMENT_PORT=8778
+NOVA_PORT=8774
+NEUTRON_PORT=9696
+OCTAVIA_PORT=9876
+REGION=RegionOne
+FAKE_HOSTS=(compute1 compute2 compute3)
+
+# Daemons start from a clean environment: up.sh exports every password (for the
+# fixtures), and /proc/<pid>/environ of a service would otherwise carry them all.
+CLEAN_ENV=(env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8)
+
+log() { printf '%s [%s] %s\n' "$(date +%H:%M:%S)" "${0##*/}" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# A pidfile names a live process we started.
+is_running() {
+    local pidfile="$RUN_DIR/$1.pid"
+    [[ -s "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+}
+
+stop_service() {
+    local name=$1 pidfile="$RUN_DIR/$1.pid"
+    if [[ -e "$pidfile" ]]; then
+        # --retry: services that ignore TERM for 20 s get KILL, so down.sh always finishes.
+        start-stop-daemon --stop --quiet --pidfile "$pidfile" --remove-pidfile \
+            --retry TERM/20/KILL/5 >/dev/null 2>&1 || true
+        rm -f "$pidfile" "$RUN_DIR/$name.cfgsum"
+        log "stopped $name"
+    fi
+}

@@ -38,6 +38,7 @@ def phases(node) -> list[str]:
 
 # --------------------------------------------------------------------------- ACLs
 
+@pytest.mark.safety("secret-leak")
 def test_cluster_token_is_confined_and_a_rejected_token_fails_fast(make_cluster, consul):
     cluster = make_cluster()
     node = cluster.add_node("worker", 1, "general")
@@ -85,6 +86,7 @@ def test_normal_race_three_control_planes_three_workers(make_cluster):
 
 # --------------------------------------------------------------------------- faults
 
+@pytest.mark.safety("fault")
 def test_init_holder_killed_mid_init(make_cluster):
     cluster = make_cluster(Timing(init=4, join=1, cp_join=1, session_ttl=10, lock_delay=1))
     nodes = cluster.add_nodes(3, 1)
@@ -108,6 +110,7 @@ def test_init_holder_killed_mid_init(make_cluster):
                                                             (summary["init"]["node"], "succeeded")]
 
 
+@pytest.mark.safety("fault")
 def test_init_fails_once_then_another_node_retries(make_cluster):
     cluster = make_cluster(Timing(init=2, join=1, cp_join=1, fail_init=1, retry_backoff=3))
     nodes = cluster.add_nodes(3, 1)
@@ -127,6 +130,7 @@ def test_init_fails_once_then_another_node_retries(make_cluster):
     assert "initializing" in phases(cluster.nodes[loser])
 
 
+@pytest.mark.safety("fault")
 def test_consul_restarted_mid_formation(make_cluster, consul):
     cluster = make_cluster(Timing(init=6, join=1, cp_join=2, session_ttl=20))
     nodes = cluster.add_nodes(3, 2)
@@ -139,6 +143,7 @@ def test_consul_restarted_mid_formation(make_cluster, consul):
     assert "retry 1/" in outputs, "nodes should have seen Consul go away and retried"
 
 
+@pytest.mark.safety("fault")
 def test_worker_after_material_expired_waits_for_refresher(make_cluster):
     ttl = 12.0
     cluster = make_cluster(Timing(init=1, join=0.5, cp_join=0.5, token_ttl=ttl, cert_key_ttl=ttl, expiry_margin=1))
@@ -187,6 +192,7 @@ def test_worker_after_material_expired_waits_for_refresher(make_cluster):
     assert again.returncode == 0 and "nothing to refresh" in again.stderr
 
 
+@pytest.mark.safety("fault")
 def test_rebooted_node_that_already_joined_does_nothing(make_cluster):
     cluster = make_cluster(Timing(init=1, join=0.5, cp_join=0.5))
     cp, worker = cluster.add_node("control-plane", 1), cluster.add_node("worker", 1, "general")
@@ -210,6 +216,7 @@ def test_rebooted_node_that_already_joined_does_nothing(make_cluster):
 # --------------------------------------------------------------------------- repeated race
 
 @pytest.mark.parametrize("round_", range(20))
+@pytest.mark.safety("fault")
 def test_race_repeated(make_cluster, round_):
     cluster = make_cluster(Timing(init=0.3, join=0.2, cp_join=0.2, reset=0.05))
     nodes = cluster.add_nodes(3, 3)

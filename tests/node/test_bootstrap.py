@@ -213,6 +213,7 @@ def test_happy_path_records_phases_and_runs_the_role_playbook(tmp_path, metadata
     assert node.token not in proc.stdout + proc.stderr
 
 
+@pytest.mark.safety("bad-input")
 def test_no_role_in_metadata_fails_fast(tmp_path, metadata, consul):
     metadata.document = server_metadata("dev-general-2", None, pool="general")
     node = Node(tmp_path, metadata, consul.address, "worker")
@@ -226,6 +227,7 @@ def test_no_role_in_metadata_fails_fast(tmp_path, metadata, consul):
     assert_private_log(node)
 
 
+@pytest.mark.safety("bad-input")
 def test_unknown_role_fails(tmp_path, metadata, consul):
     metadata.document = server_metadata("dev-db-1", "database")
     node = Node(tmp_path, metadata, consul.address, "worker")
@@ -238,6 +240,7 @@ def test_unknown_role_fails(tmp_path, metadata, consul):
     assert not node.out.exists()
 
 
+@pytest.mark.safety("bad-input")
 def test_unreachable_consul_fails_after_bounded_retries(tmp_path, metadata):
     metadata.document = server_metadata("dev-cp-1", "control-plane")
     node = Node(tmp_path, metadata, f"127.0.0.1:{free_port()}", "control-plane")
@@ -249,6 +252,7 @@ def test_unreachable_consul_fails_after_bounded_retries(tmp_path, metadata):
     assert_private_log(node)
 
 
+@pytest.mark.safety("bad-input")
 def test_rejected_consul_token_fails(tmp_path, metadata, consul):
     metadata.document = server_metadata("dev-general-3", "worker", pool="general")
     node = Node(tmp_path, metadata, consul.address, "worker", token=str(uuid.uuid4()))
@@ -261,6 +265,7 @@ def test_rejected_consul_token_fails(tmp_path, metadata, consul):
     assert_private_log(node)
 
 
+@pytest.mark.safety("bad-input")
 def test_unreachable_metadata_service_fails_after_bounded_retries(tmp_path, metadata, consul):
     node = Node(tmp_path, metadata, consul.address, "worker")
     node.env["K8S_NODE_METADATA_URL"] = f"http://127.0.0.1:{free_port()}/openstack/latest/meta_data.json"
@@ -270,6 +275,7 @@ def test_unreachable_metadata_service_fails_after_bounded_retries(tmp_path, meta
     assert len(node.fatal_lines()) == 1 and "metadata service" in node.fatal_lines()[0]
 
 
+@pytest.mark.safety("bad-input")
 def test_failed_playbook_is_recorded(tmp_path, metadata, consul):
     metadata.document = server_metadata("dev-cp-2", "control-plane")
     node = Node(tmp_path, metadata, consul.address, "control-plane")
@@ -283,6 +289,7 @@ def test_failed_playbook_is_recorded(tmp_path, metadata, consul):
     assert_private_log(node)
 
 
+@pytest.mark.safety("bad-input")
 def test_cluster_mismatch_is_refused(tmp_path, metadata, consul):
     metadata.document = server_metadata("prod-general-1", "worker", cluster="prod")
     node = Node(tmp_path, metadata, consul.address, "worker")
@@ -292,6 +299,7 @@ def test_cluster_mismatch_is_refused(tmp_path, metadata, consul):
     assert not node.out.exists()
 
 
+@pytest.mark.safety("bad-input")
 def test_hung_playbook_is_killed_at_the_deadline(tmp_path, metadata, consul):
     metadata.document = server_metadata("dev-general-4", "worker", pool="general")
     node = Node(tmp_path, metadata, consul.address, "worker")

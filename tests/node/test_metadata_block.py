@@ -80,6 +80,7 @@ while True:
 """
 
 
+@pytest.mark.safety("exposure")
 def test_pod_traffic_to_the_metadata_service_is_dropped(tmp_path):
     """A 'node' namespace with the block loaded and a listener on 169.254.169.254:80, and a 'pod' namespace
     routed through it: from a pod-CIDR source the connection times out, from another source it connects."""

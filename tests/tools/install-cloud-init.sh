@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
 # Installs Debian bookworm's cloud-init 22.4.2 (and the Python packages its schema validator imports)
-# under .tools/cloud-init/ without touching the system: `apt-get download` + `dpkg -x`. When the host's
-# apt lists are missing, a private bookworm sources list and state under .tools/cloud-init-apt/ are used.
+# under .tools/cloud-init/ without touching the system (tests/tools/debs.sh).
 # Tests run it as a separate process through the wrapper .tools/cloud-init/bin/cloud-init:
 #   PYTHONPATH=.tools/cloud-init/root/usr/lib/python3/dist-packages /usr/bin/python3 -m cloudinit.cmd.main ...
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/debs.sh"
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-DEST="$ROOT/.tools/cloud-init"
-APTDIR="$ROOT/.tools/cloud-init-apt"
+DEST="$DEBS_ROOT/.tools/cloud-init"
 UPSTREAM="22.4.2"
 STAMP="$DEST/.installed-$UPSTREAM"
 
@@ -34,36 +32,8 @@ PKGS=(
   python3-typing-extensions python3-urllib3 python3-yaml python3-zipp
 )
 
-APT_OPTS=(-o "APT::Sandbox::User=root")
-if ! apt-cache show "cloud-init=$UPSTREAM-1*" >/dev/null 2>&1; then
-  mkdir -p "$APTDIR"/{lists/partial,cache/archives/partial,etc/preferences.d}
-  touch "$APTDIR/status"
-  KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
-  echo "deb [signed-by=$KEYRING] http://deb.debian.org/debian bookworm main" > "$APTDIR/etc/sources.list"
-  APT_OPTS+=(
-    -o "Dir::Etc::SourceList=$APTDIR/etc/sources.list"
-    -o "Dir::Etc::SourceParts=-"
-    -o "Dir::Etc::Preferences=$APTDIR/etc/preferences"
-    -o "Dir::Etc::PreferencesParts=$APTDIR/etc/preferences.d"
-    -o "Dir::State=$APTDIR"
-    -o "Dir::State::Lists=$APTDIR/lists"
-    -o "Dir::State::status=$APTDIR/status"
-    -o "Dir::Cache=$APTDIR/cache"
-    -o "APT::Architecture=$(dpkg --print-architecture)"
-    -o "Debug::NoLocking=1"
-  )
-  apt-get "${APT_OPTS[@]}" -qq update
-fi
-
-WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
-rm -rf "$DEST"
-mkdir -p "$DEST/root" "$DEST/bin"
-(cd "$WORK" && apt-get "${APT_OPTS[@]}" -qq download "${PKGS[@]}" >/dev/null)
-for deb in "$WORK"/*.deb; do
-  dpkg -x "$deb" "$DEST/root"
-done
-
+deb_unpack bookworm "$DEST/root" "${PKGS[@]}"
+mkdir -p "$DEST/bin"
 cat > "$DEST/bin/cloud-init" <<WRAP
 #!/usr/bin/env bash
 # Runs the unpacked cloud-init with Debian's python3 and the unpacked packages first on the path.
@@ -75,7 +45,9 @@ WRAP
 chmod 0755 "$DEST/bin/cloud-init"
 
 # Fail the install, not a later test, if the validator cannot start.
-printf '#cloud-config\nruncmd: [["true"]]\n' > "$WORK/probe.yaml"
-"$DEST/bin/cloud-init" schema --config-file "$WORK/probe.yaml" >/dev/null
+probe="$(mktemp)"
+trap 'rm -f "$probe"' EXIT
+printf '#cloud-config\nruncmd: [["true"]]\n' > "$probe"
+"$DEST/bin/cloud-init" schema --config-file "$probe" >/dev/null
 touch "$STAMP"
 echo "cloud-init $UPSTREAM installed in $DEST"

@@ -6,8 +6,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/debs.sh"
 
 DEST="$DEBS_ROOT/.tools/consul"
 BIN="$DEST/usr/bin/consul"
-if [[ -x "$BIN" ]] && "$BIN" version 2>/dev/null | head -n1 | grep -q "v1.8.7"; then
+# Output captured before matching: under pipefail a reader that stops early (head, grep -q)
+# turns the writer's SIGPIPE into a failure.
+if [[ -x "$BIN" && "$("$BIN" version 2>/dev/null)" == *"Consul v1.8.7"* ]]; then
   exit 0
 fi
 deb_unpack bullseye "$DEST" "consul=1.8.7*"
-"$BIN" version | head -n1
+"$BIN" version | sed -n 1p

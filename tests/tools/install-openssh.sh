@@ -7,11 +7,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/debs.sh"
 
 DEST="$DEBS_ROOT/.tools/openssh"
 SSH="$DEST/usr/bin/ssh"
-if [[ -x "$DEST/bin/sshd" && -x "$SSH" ]] && "$DEST/bin/sshd" -V 2>&1 | grep -q '^OpenSSH_' \
-    && "$SSH" -V 2>&1 | grep -q '^OpenSSH_'; then
+if [[ -x "$DEST/bin/sshd" && -x "$SSH" && "$("$DEST/bin/sshd" -V 2>&1)" == OpenSSH_* \
+      && "$("$SSH" -V 2>&1)" == OpenSSH_* ]]; then
   exit 0
 fi
 # libwrap0 is the one library sshd needs that a minimal Debian image lacks.
 deb_unpack bookworm "$DEST" openssh-server openssh-client openssh-sftp-server libwrap0
 deb_lib_wrapper "$DEST" usr/sbin/sshd sshd
-"$DEST/bin/sshd" -V 2>&1 | head -n1 || true
+"$DEST/bin/sshd" -V 2>&1 | sed -n 1p

@@ -49,8 +49,10 @@ openstack-down:
 e2e: test-tools openstack-up
 	$(VENV)/bin/pytest -m e2e tests/e2e
 
-bench: setup
+bench: test-tools
 	$(VENV)/bin/python bench/synth.py
+	$(VENV)/bin/python bench/formation.py
+	$(VENV)/bin/python bench/report.py --write
 
 docs: setup
 	$(VENV)/bin/python -m stacks.settings_doc --write README.md

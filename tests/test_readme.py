@@ -14,3 +14,14 @@ def test_readme_starts_with_the_two_commands():
     block = lines[lines.index("```sh") + 1:lines.index("```sh") + 3]
     assert [line.split()[:2] for line in block] == [["make", "synth"], ["make", "test"]]
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_performance_table_matches_the_bench_results():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_report", ROOT / "bench" / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    text = (ROOT / "README.md").read_text()
+    current = text[text.index(report.START):text.index(report.END) + len(report.END)]
+    assert current == report.table(), "README performance table is stale: run `python bench/report.py --write`"

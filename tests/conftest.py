@@ -55,7 +55,7 @@ SAFETY_TITLES = {
     "bad-input": "Bad input refused (one clear line, nothing written)",
     "fault": "Faults survived by the formation protocol",
     "secret-leak": "Secret-leak checks",
-    "exposure": "Exposure checks on the synthesized security groups",
+    "exposure": "Exposure checks (security groups, metadata service)",
 }
 _safety_results: dict[str, list[tuple[str, str]]] = {}
 

@@ -6,8 +6,10 @@
 """
 from __future__ import annotations
 
+import gc
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 # The repo root must be on sys.path before `constructs` is first imported, so that the
@@ -23,18 +25,32 @@ OPS_COMMANDS = {"status", "wait", "timeline", "kubeconfig"}
 os.environ["NODE_OPTIONS"] = " ".join(filter(None, [os.environ.get("NODE_OPTIONS"), "--disable-warning=DEP0044"]))
 
 
-def synth(envs: list[str] | None = None, stacks_dir: Path | None = None) -> None:
+def _load_and_prepare(envs: list[str] | None, stacks_dir: Path | None) -> dict:
+    """Every environment's settings, validated, and its user-data rendered: pure Python work."""
+    from stacks.node_facts import prerender_user_data
     from stacks.settings import STACKS_DIR, environments, load_settings
 
     stacks_dir = stacks_dir or STACKS_DIR
-    # Load and validate every environment before anything is synthesized (or even the
-    # jsii runtime started), so bad input fails fast and leaves an earlier cdktf.out untouched.
     settings = {env: load_settings(env, stacks_dir) for env in (envs or environments(stacks_dir))}
+    for env_settings in settings.values():
+        prerender_user_data(env_settings)
+    return settings
 
-    from cdktf import App
 
-    from stacks.cluster_stack import ClusterStack
-    app = App()
+def synth(envs: list[str] | None = None, stacks_dir: Path | None = None) -> None:
+    # A short-lived process: the cyclic collector's passes over the many objects jsii's
+    # bindings create while importing cost more than the little garbage they would free.
+    gc.disable()
+    # Settings and user-data are prepared on a second thread while this one loads the jsii
+    # runtime, which mostly waits for Node.js: synth costs little more than that load.
+    # Nothing is written before every environment is valid: bad input leaves cdktf.out as it was.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        prepared = pool.submit(_load_and_prepare, envs, stacks_dir)
+        from cdktf import App
+
+        from stacks.cluster_stack import ClusterStack
+        settings = prepared.result()
+    app = App(stack_traces=False)
     for env, env_settings in settings.items():
         ClusterStack(app, env, settings=env_settings)
     app.synth()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from cdktf import TerraformIterator, Token
+from cdktf import TerraformIterator
 from cdktf_cdktf_provider_openstack.lb_listener_v2 import LbListenerV2
 from cdktf_cdktf_provider_openstack.lb_loadbalancer_v2 import LbLoadbalancerV2
 from cdktf_cdktf_provider_openstack.lb_member_v2 import LbMemberV2
@@ -63,8 +63,8 @@ class ApiEndpoint(Construct):
             self.monitor = LbMonitorV2(self, "monitor", name=name, pool_id=self.pool.id,
                                        type="TCP", delay=5, timeout=3, max_retries=3, max_retries_down=3)
             members = TerraformIterator.from_map(props.members)
-            LbMemberV2(self, "members", for_each=members, name=Token.as_string(members.key),
-                       pool_id=self.pool.id, address=Token.as_string(members.value),
+            LbMemberV2(self, "members", for_each=members, name="${each.key}",
+                       pool_id=self.pool.id, address="${each.value}",
                        protocol_port=API_PORT, subnet_id=props.subnet_id)
             vip_port_id = self.load_balancer.vip_port_id
         else:

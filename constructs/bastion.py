@@ -40,6 +40,7 @@ class Bastion(Construct):
             fixed_ip=[NetworkingPortV2FixedIp(subnet_id=props.subnet_id, ip_address=props.fixed_ip)],
             security_group_ids=props.security_group_ids,
         )
+        port_id = self.port.id
         self.server = ComputeInstanceV2(
             self, "server",
             name=name,
@@ -48,13 +49,13 @@ class Bastion(Construct):
             availability_zone=props.availability_zone,
             user_data=props.user_data,
             metadata={"cluster": props.cluster_name, "role": "bastion", "pool": ""},
-            network=[ComputeInstanceV2Network(port=self.port.id)],
+            network=[ComputeInstanceV2Network(port=port_id)],
             lifecycle={"ignore_changes": IGNORED_SERVER_CHANGES},
             **boot_source(props.image_id, props.boot_volume_size_gb),
         )
         self.floating_ip = NetworkingFloatingipV2(self, "floating_ip", pool=props.external_network_name,
                                                   description=f"{name} SSH entry point")
-        NetworkingFloatingipAssociateV2(self, "floating_ip_association",
-                                        floating_ip=self.floating_ip.address, port_id=self.port.id)
         self.public_address: str = self.floating_ip.address
+        NetworkingFloatingipAssociateV2(self, "floating_ip_association",
+                                        floating_ip=self.public_address, port_id=port_id)
         self.private_address: str = props.fixed_ip

@@ -26,10 +26,12 @@ class Network(Construct):
     def __init__(self, scope: Construct, id: str, *, props: NetworkProps) -> None:
         super().__init__(scope, id)
         self.network = NetworkingNetworkV2(self, "network", name=props.name, admin_state_up=True)
+        # Read once: every attribute read is a round trip to the jsii runtime.
+        self.network_id: str = self.network.id
         self.subnet = NetworkingSubnetV2(
             self, "subnet",
             name=f"{props.name}-nodes",
-            network_id=self.network.id,
+            network_id=self.network_id,
             cidr=props.cidr,
             ip_version=4,
             dns_nameservers=props.dns_servers,
@@ -41,8 +43,7 @@ class Network(Construct):
             admin_state_up=True,
             external_network_id=props.external_network_id,
         )
-        self.router_interface = NetworkingRouterInterfaceV2(
-            self, "router_interface", router_id=self.router.id, subnet_id=self.subnet.id,
-        )
-        self.network_id: str = self.network.id
         self.subnet_id: str = self.subnet.id
+        self.router_interface = NetworkingRouterInterfaceV2(
+            self, "router_interface", router_id=self.router.id, subnet_id=self.subnet_id,
+        )

@@ -23,6 +23,11 @@ from cdktf_cdktf_provider_openstack.networking_port_v2 import (
 )
 from constructs import Construct
 
+# Inside a for_each resource; plain expressions rather than iterator tokens, each of which
+# would cost a round trip to the jsii runtime.
+EACH_KEY = "${each.key}"
+EACH_VALUE = "${each.value}"
+
 # A new image or new user-data must not replace running nodes behind the operator's
 # back: both only apply to servers created from now on (or via `-replace`).
 IGNORED_SERVER_CHANGES = ["user_data", "image_id", "image_name", "block_device"]
@@ -67,16 +72,14 @@ class NodeGroup(Construct):
         self.server_group = ComputeServergroupV2(
             self, "server_group", name=props.name, policies=[props.server_group_policy],
         )
+        self.server_group_id: str = self.server_group.id
         # Keyed by node name; the value is the node's fixed address where it has one.
         port_iter = TerraformIterator.from_map(props.fixed_ips or {name: name for name in props.node_names})
-        fixed_ip = NetworkingPortV2FixedIp(
-            subnet_id=props.subnet_id,
-            ip_address=Token.as_string(port_iter.value) if props.fixed_ips else None,
-        )
+        fixed_ip = NetworkingPortV2FixedIp(subnet_id=props.subnet_id, ip_address=EACH_VALUE if props.fixed_ips else None)
         self.ports = NetworkingPortV2(
             self, "ports",
             for_each=port_iter,
-            name=Token.as_string(port_iter.key),
+            name=EACH_KEY,
             network_id=props.network_id,
             admin_state_up=True,
             fixed_ip=[fixed_ip],
@@ -85,25 +88,23 @@ class NodeGroup(Construct):
                                    for ip in props.allowed_address_pairs] or None,
         )
         server_iter = TerraformIterator.from_resources(self.ports)
-        node_name = Token.as_string(server_iter.key)
         zones = sorted(set(props.availability_zones))
         availability_zone = zones[0] if len(zones) == 1 else Fn.lookup(
-            availability_zone_map(props.node_names, props.availability_zones), node_name)
+            availability_zone_map(props.node_names, props.availability_zones), Token.as_string(server_iter.key))
         boot = boot_source(props.image_id, props.boot_volume_size_gb)
         self.servers = ComputeInstanceV2(
             self, "servers",
             for_each=server_iter,
-            name=node_name,
+            name=EACH_KEY,
             flavor_name=props.flavor,
             key_pair=props.key_pair,
             availability_zone=availability_zone,
             user_data=props.user_data,
             metadata=props.metadata,
-            network=[ComputeInstanceV2Network(port=server_iter.get_string("id"))],
-            scheduler_hints=[ComputeInstanceV2SchedulerHints(group=self.server_group.id)],
+            network=[ComputeInstanceV2Network(port="${each.value.id}")],
+            scheduler_hints=[ComputeInstanceV2SchedulerHints(group=self.server_group_id)],
             lifecycle={"ignore_changes": IGNORED_SERVER_CHANGES},
             **boot,
         )
         self.node_names: list[str] = list(props.node_names)
         self.fixed_ips: dict[str, str] = dict(props.fixed_ips or {})
-        self.server_group_id: str = self.server_group.id

@@ -144,14 +144,14 @@ class SecurityGroups(Construct):
             NetworkingSecgroupRuleV2(
                 self, rule_id,
                 for_each=it,
-                security_group_id=it.get_string("security_group_id"),
+                security_group_id="${each.value.security_group_id}",
                 direction="ingress",
                 ethertype="IPv4",
-                protocol=it.get_string("protocol"),
+                protocol="${each.value.protocol}",
                 port_range_min=it.get_number("port_range_min"),
                 port_range_max=it.get_number("port_range_max"),
-                description=it.get_string("description"),
-                **{source_arg: it.get_string("source")},
+                description="${each.value.description}",
+                **{source_arg: "${each.value.source}"},
             )
         self.bastion_id: str = group_ids["bastion"]
         self.control_plane_id: str = group_ids["control_plane"]

@@ -28,7 +28,6 @@ import tokenize
 from pathlib import Path
 
 import yaml
-from cdktf import Fn
 
 REPO = Path(__file__).resolve().parent.parent
 ANSIBLE_DIR = REPO / "ansible"
@@ -51,11 +50,14 @@ PACKAGES = ["python3-venv", "nftables", "ca-certificates"]
 
 _BUNDLE_SKIP_DIRS = {"__pycache__", ".pytest_cache", ".ansible"}
 _BUNDLE_SKIP_SUFFIXES = (".pyc", ".pyo", ".retry", ".swp")
+# libyaml's parser and emitter where PyYAML has them: the pure-Python ones are half of synth time.
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_PlainDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _TOKEN = re.compile(r"(\$\{TfToken\[[^\]]*\]\})")
 
 
 def _playbook_roles(role: str) -> list[str]:
-    plays = yaml.safe_load((ANSIBLE_DIR / f"{role}.yml").read_text(encoding="utf-8")) or []
+    plays = yaml.load((ANSIBLE_DIR / f"{role}.yml").read_text(encoding="utf-8"), Loader=_Loader) or []
     names = []
     for play in plays:
         for entry in play.get("roles", []):
@@ -115,17 +117,19 @@ def strip_yaml(source: str) -> str:
     """A YAML file re-dumped without its comments, or unchanged where the data would not
     survive the round trip exactly (custom tags, anything PyYAML reads differently)."""
     try:
-        data = yaml.safe_load(source)
-        dumped = yaml.safe_dump(data, sort_keys=False, width=1 << 20, allow_unicode=True)
-        if yaml.safe_load(dumped) == data:
+        data = yaml.load(source, Loader=_Loader)
+        dumped = yaml.dump(data, Dumper=_PlainDumper, sort_keys=False, width=1 << 20, allow_unicode=True)
+        if yaml.load(dumped, Loader=_Loader) == data:
             return dumped
     except yaml.YAMLError:
         pass
     return source
 
 
+@functools.lru_cache(maxsize=None)
 def _bundle_member(path: Path) -> bytes:
-    """Comments stay in the repository; the node gets only the code (templates untouched)."""
+    """Comments stay in the repository; the node gets only the code (templates untouched).
+    Cached: roles share files, and synth renders every role of every stack."""
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".py":
         return strip_python(text).encode("utf-8")
@@ -191,11 +195,11 @@ def user_data_document(role: str, facts: dict, secrets: dict[str, str]) -> dict:
     }
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(_PlainDumper):
     """Multi-line strings (the JSON files) as literal blocks, so the cloud-config stays readable."""
 
 
-def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+def _str_representer(dumper: yaml.BaseDumper, value: str) -> yaml.ScalarNode:
     style = "|" if "\n" in value else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
@@ -204,34 +208,54 @@ _Dumper.add_representer(str, _str_representer)
 
 
 def render_cloud_config(role: str, facts: dict, secrets: dict[str, str]) -> str:
-    """`#cloud-config` text for `role`; CDKTF tokens in facts/secrets are kept as they are."""
+    """`#cloud-config` text for `role`; CDKTF tokens in facts/secrets are kept as they are.
+
+    Tokens differ from stack to stack, so the text is rendered (and cached) with numbered
+    stand-ins and the tokens are put back afterwards: a render done ahead of time with other
+    tokens in the same places is reused.
+    """
+    tokens: list[str] = []
+
+    def stand_in(match: re.Match) -> str:
+        tokens.append(match.group(0))
+        return _STAND_IN % (len(tokens) - 1)
+
+    key = _TOKEN.sub(stand_in, json.dumps([facts, secrets], sort_keys=True))
+    text = _render_cloud_config(role, key)
+    for index, token in enumerate(tokens):
+        text = text.replace(_STAND_IN % index, token)
+    return text
+
+
+_STAND_IN = "${TfToken[STAND-IN.%d]}"
+
+
+@functools.lru_cache(maxsize=None)
+def _render_cloud_config(role: str, inputs: str) -> str:
+    facts, secrets = json.loads(inputs)
     body = yaml.dump(user_data_document(role, facts, secrets), Dumper=_Dumper, sort_keys=False, width=1 << 20,
                      default_flow_style=False)
     return "#cloud-config\n" + body
 
 
-_HCL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# Backslash, quote and control characters escaped as HCL's quoted strings want them.
+_HCL_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t",
+                              **{chr(c): f"\\u{c:04x}" for c in range(0x20) if chr(c) not in "\n\r\t"}})
 
 
 def _hcl_literal(text: str) -> str:
     """`text` as the inside of an HCL quoted string: nothing in it is read as syntax.
-    (cdktf's Fn.rawString leaves backslashes alone, which breaks JSON content.)"""
-    out = []
-    for char in text:
-        if char in _HCL_ESCAPES:
-            out.append(_HCL_ESCAPES[char])
-        elif ord(char) < 0x20:
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            out.append(char)
-    # cdktf itself doubles `${` in function arguments, but not `%{`.
-    return "".join(out).replace("%{", "%%{")
+    (cdktf's Fn.rawString leaves backslashes alone, which breaks JSON content; cdktf itself
+    doubles `${` in function arguments, but not `%{`.)"""
+    return text.translate(_HCL_ESCAPES).replace("%{", "%%{")
 
 
 def terraform_user_data(cloud_config: str) -> str:
     """The server's `user_data` value: Terraform gzips and base64-encodes the text at apply time,
     after resolving the CDKTF tokens in it. cdktf places function arguments between quotes as
     they are, so literal parts go in escaped for HCL; the tokens become arguments of their own."""
+    from cdktf import Fn  # here, not at the top: rendering runs before (and beside) the jsii load
+
     pieces = [part if _TOKEN.fullmatch(part) else _hcl_literal(part)
               for part in _TOKEN.split(cloud_config) if part]
     return Fn.base64gzip(Fn.join("", pieces))

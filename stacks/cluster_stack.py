@@ -22,7 +22,7 @@ from constructs.network import Network, NetworkProps
 from constructs.security_groups import SecurityGroups, SecurityGroupsProps
 from constructs.user_data import render_user_data
 from constructs.worker_pool import WorkerPool, WorkerPoolProps
-from stacks.node_facts import control_plane_ips, node_facts
+from stacks.node_facts import control_plane_ips, node_inputs
 from stacks.settings import Settings
 
 SSH_USER = "ubuntu"
@@ -77,8 +77,7 @@ class ClusterStack(TerraformStack):
             idle_timeout_ms=s.kubernetes.api_endpoint.idle_timeout_ms,
             security_group_ids=[groups.control_plane_id],
         ))
-        facts = node_facts(s, api.public_address)
-        secrets = {"consul_token": consul_token}
+        facts, secrets = node_inputs(s, api.public_address, consul_token)
 
         def user_data(role: str) -> str:
             return render_user_data(role, facts, secrets)

@@ -5,6 +5,7 @@ from typing import Optional
 
 import netaddr
 
+from constructs.user_data import ROLES, render_cloud_config
 from stacks.settings import Settings
 
 CONSUL_HTTP_PORT = 8500
@@ -21,6 +22,22 @@ def control_plane_ips(settings: Settings) -> dict[str, str]:
     """Fixed control-plane addresses: .11 upwards, below the DHCP pool."""
     net = netaddr.IPNetwork(settings.network.node_cidr)
     return {f"{settings.cluster.name}-cp-{i}": str(net[10 + i]) for i in range(1, settings.control_plane.count + 1)}
+
+
+def node_inputs(settings: Settings, api_public_address: Optional[str], consul_token: str) -> tuple[dict, dict]:
+    """The facts and secrets every node's user-data carries (tokens allowed in both)."""
+    return node_facts(settings, api_public_address), {"consul_token": consul_token}
+
+
+def prerender_user_data(settings: Settings) -> None:
+    """Renders every role's cloud-config once with stand-in tokens where ClusterStack has real
+    ones, so that the stack's own rendering is a cache hit. Pure Python: main.py runs it while
+    the jsii runtime loads."""
+    stand_in = "${TfToken[PRERENDER]}"
+    public = stand_in if settings.kubernetes.api_endpoint.floating_ip else None
+    facts, secrets = node_inputs(settings, public, stand_in)
+    for role in ROLES:
+        render_cloud_config(role, facts, secrets)
 
 
 def node_facts(settings: Settings, api_public_address: Optional[str] = None) -> dict:

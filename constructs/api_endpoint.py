@@ -35,6 +35,8 @@ class ApiEndpointProps:
     floating_ip: bool = True
     idle_timeout_ms: int = 3_600_000
     security_group_ids: list[str] = field(default_factory=list)
+    # See BastionProps: the router interface, so the floating IP is not created before it.
+    floating_ip_depends_on: list = field(default_factory=list)
 
 
 class ApiEndpoint(Construct):
@@ -82,6 +84,6 @@ class ApiEndpoint(Construct):
         if props.floating_ip:
             self.floating_ip = NetworkingFloatingipV2(
                 self, "floating_ip", pool=props.external_network_name, port_id=vip_port_id,
-                description=f"{name} public address",
+                description=f"{name} public address", depends_on=props.floating_ip_depends_on or None,
             )
             self.public_address = self.floating_ip.address

@@ -1,7 +1,7 @@
 """Bastion: the only SSH entry point (and, in bastion mode, the Consul server)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cdktf_cdktf_provider_openstack.compute_instance_v2 import ComputeInstanceV2, ComputeInstanceV2Network
 from cdktf_cdktf_provider_openstack.networking_floatingip_associate_v2 import NetworkingFloatingipAssociateV2
@@ -26,6 +26,9 @@ class BastionProps:
     user_data: str
     availability_zone: str = "nova"
     boot_volume_size_gb: int = 0
+    # A floating IP needs the router between its network and the subnet: pass the router
+    # interface, or Terraform may create both at once and Neutron refuses the address.
+    floating_ip_depends_on: list = field(default_factory=list)
 
 
 class Bastion(Construct):
@@ -57,5 +60,6 @@ class Bastion(Construct):
                                                   description=f"{name} SSH entry point")
         self.public_address: str = self.floating_ip.address
         NetworkingFloatingipAssociateV2(self, "floating_ip_association",
-                                        floating_ip=self.public_address, port_id=port_id)
+                                        floating_ip=self.public_address, port_id=port_id,
+                                        depends_on=props.floating_ip_depends_on or None)
         self.private_address: str = props.fixed_ip

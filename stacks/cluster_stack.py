@@ -76,6 +76,7 @@ class ClusterStack(TerraformStack):
             floating_ip=s.kubernetes.api_endpoint.floating_ip,
             idle_timeout_ms=s.kubernetes.api_endpoint.idle_timeout_ms,
             security_group_ids=[groups.control_plane_id],
+            floating_ip_depends_on=[network.router_interface],
         ))
         facts, secrets = node_inputs(s, api.public_address, consul_token)
 
@@ -89,7 +90,8 @@ class ClusterStack(TerraformStack):
             cluster_name=name, fixed_ip=s.network.bastion_ip, flavor=s.bastion.flavor,
             security_group_ids=[groups.bastion_id], external_network_name=s.openstack.external_network,
             user_data=user_data("bastion"), availability_zone=zones[0],
-            boot_volume_size_gb=s.openstack.boot_volume_size_gb.bastion, **common,
+            boot_volume_size_gb=s.openstack.boot_volume_size_gb.bastion,
+            floating_ip_depends_on=[network.router_interface], **common,
         ))
         ControlPlane(self, "control_plane", props=ControlPlaneProps(
             cluster_name=name, fixed_ips=cp_ips, flavor=s.control_plane.flavor,

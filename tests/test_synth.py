@@ -111,6 +111,19 @@ def test_api_endpoint(synthesized, env):
     assert fips == 1 + int(endpoint.floating_ip)
 
 
+def test_floating_ips_wait_for_the_router(synthesized, env):
+    """Neutron refuses a floating IP on a port whose subnet is not yet routed to the external
+    network (ExternalGatewayForFloatingIPNotFound): both users of one depend on the interface."""
+    doc = synthesized[env]
+    interface = "openstack_networking_router_interface_v2." + next(iter(
+        resources(doc, "openstack_networking_router_interface_v2")))
+    attached = [r for r in resources(doc, "openstack_networking_floatingip_v2").values() if "port_id" in r]
+    attached += list(resources(doc, "openstack_networking_floatingip_associate_v2").values())
+    assert attached
+    for body in attached:
+        assert body["depends_on"] == [interface]
+
+
 @pytest.mark.safety("exposure")
 def test_no_ssh_from_anywhere_to_nodes(synthesized, env):
     doc, s = synthesized[env], load_settings(env)

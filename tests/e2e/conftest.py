@@ -43,7 +43,8 @@ def _connect(clouds_file: Path, cloud: str):
     except ImportError as exc:  # pinned in requirements.txt
         _unavailable(f"openstacksdk missing: {exc}")
     config = loader.OpenStackConfig(config_files=[str(clouds_file)], load_envvars=False)
-    conn = openstack.connection.Connection(config=config.get_one(cloud=cloud))
+    # A stuck API must fail the test, not hang it.
+    conn = openstack.connection.Connection(config=config.get_one(cloud=cloud, api_timeout=60))
     try:
         conn.authorize()
     except Exception as exc:  # any failure here means: no usable cloud

@@ -143,8 +143,17 @@ def test_cluster_building_blocks(os_user, os_admin, cleanup):
         conn.network.wait_for_status(conn.network.get_port(port.id), status="ACTIVE",
                                      failures=["ERROR"], interval=2, wait=60)
 
+    # Fill the remaining hosts one server at a time; the next one has nowhere to go.
+    total_hosts = len(list(os_admin.compute.hypervisors()))
+    for i in range(3, total_hosts):
+        server = conn.compute.create_server(
+            name=f"{name}-cp-{i}", image_id=image.id, flavor_id=flavor.id,
+            networks=[{"uuid": net.id}], scheduler_hints={"group": group.id})
+        cleanup.add("server", _delete_server, conn, server)
+        servers.append(conn.compute.wait_for_server(server, status="ACTIVE", failures=["ERROR"], wait=WAIT))
+    assert len({os_admin.compute.get_server(s.id).compute_host for s in servers}) == total_hosts
     fourth = conn.compute.create_server(
-        name=f"{name}-cp-3", image_id=image.id, flavor_id=flavor.id,
+        name=f"{name}-cp-{total_hosts}", image_id=image.id, flavor_id=flavor.id,
         networks=[{"uuid": net.id}], scheduler_hints={"group": group.id})
     cleanup.add("server", _delete_server, conn, fourth)
     fourth = conn.compute.wait_for_server(fourth, status="ERROR", failures=["ACTIVE"], wait=WAIT)

@@ -10,7 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Agents and computes first so nothing reports against a stopped server; the
 # rest in parallel (each may take seconds to shut down on a loaded machine).
-for name in fake-agent nova-compute-3 nova-compute-2 nova-compute-1; do
+for name in fake-agent $(for i in "${!FAKE_HOSTS[@]}"; do echo "nova-compute-$((i + 1))"; done); do
     stop_service "$name" &
 done
 wait

@@ -19,7 +19,7 @@ REGION = os.environ.get("OS_REGION_NAME", "RegionOne")
 STATE_DIR = os.environ.get("K8S_E2E_OS_STATE", "/var/lib/k8s-e2e-openstack")
 PROJECT = "k8s-e2e"
 USER = "k8s-e2e"
-FAKE_HOSTS = ["compute1", "compute2", "compute3"]
+FAKE_HOSTS = [f"compute{i}" for i in range(1, 6)]  # as lib.sh
 
 # service user -> (service name, type, endpoint URL)
 SERVICES = {

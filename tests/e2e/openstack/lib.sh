@@ -20,7 +20,10 @@ NOVA_PORT=8774
 NEUTRON_PORT=9696
 OCTAVIA_PORT=9876
 REGION=RegionOne
-FAKE_HOSTS=(compute1 compute2 compute3)
+# Five, not three: Terraform creates a hard anti-affinity group's servers in parallel, and
+# nova's late affinity check then reschedules them; with only as many hosts as servers the
+# retries run out (GroupAffinityViolation -> MaxRetriesExceeded) in a fair share of runs.
+FAKE_HOSTS=(compute1 compute2 compute3 compute4 compute5)
 
 # Daemons start from a clean environment: up.sh exports every password (for the
 # fixtures), and /proc/<pid>/environ of a service would otherwise carry them all.

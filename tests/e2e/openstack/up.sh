@@ -111,7 +111,7 @@ start_uwsgi() {
     # connections (RemoteDisconnected) under uWSGI's --http-socket.
     start_daemon "$name" "$user" "$cfgs" /usr/bin/uwsgi_python3 \
         --http-socket "$BIND:$port" --wsgi-file "$wsgi" \
-        --master --processes 2 --threads 4 --die-on-term --enable-threads \
+        --master --processes "${UWSGI_PROCESSES:-2}" --threads "${UWSGI_THREADS:-4}" --die-on-term --enable-threads \
         --lazy-apps --need-app --buffer-size 65535 \
         --add-header "Connection: close" --procname-prefix "$name-" "$@"
 }
@@ -298,7 +298,9 @@ N_CONF=(--config-file /etc/neutron/neutron.conf --config-file /etc/neutron/plugi
 NEUTRON_CFGS="/etc/neutron/neutron.conf /etc/neutron/plugins/ml2/ml2_conf.ini"
 start_uwsgi glance glance "$GLANCE_PORT" /usr/bin/glance-wsgi-api /etc/glance/glance-api.conf
 start_uwsgi placement placement "$PLACEMENT_PORT" /usr/bin/placement-api /etc/placement/placement.conf
-start_uwsgi nova-api nova "$NOVA_PORT" /usr/bin/nova-api-wsgi /etc/nova/nova.conf
+# nova-api monkey-patches eventlet even under uWSGI: with several threads per process the
+# threads' hubs deadlock (seen: parallel server creates accepted, then never answered).
+UWSGI_PROCESSES=4 UWSGI_THREADS=1 start_uwsgi nova-api nova "$NOVA_PORT" /usr/bin/nova-api-wsgi /etc/nova/nova.conf
 start_daemon neutron-server neutron "$NEUTRON_CFGS" /usr/bin/neutron-server "${N_CONF[@]}" \
     --log-file /var/log/neutron/neutron-server.log
 start_daemon nova-conductor nova /etc/nova/nova.conf /usr/bin/nova-conductor \

@@ -38,7 +38,8 @@ test-tools: setup
 	@set -e; for script in tests/tools/install-*.sh; do bash "$$script"; done
 
 test: test-tools
-	$(VENV)/bin/pytest --safety-report docs/safety-report.md
+	# `--opt=value`: a separate value would be read as a test path before conftest.py adds the option.
+	$(VENV)/bin/pytest --safety-report=docs/safety-report.md
 
 openstack-up:
 	bash tests/e2e/openstack/up.sh

@@ -37,8 +37,8 @@ synth-all: setup
 test-tools: setup
 	@set -e; for script in tests/tools/install-*.sh; do bash "$$script"; done
 
+# `--opt=value`: a separate value would be read as a test path before conftest.py adds the option.
 test: test-tools
-	# `--opt=value`: a separate value would be read as a test path before conftest.py adds the option.
 	$(VENV)/bin/pytest --safety-report=docs/safety-report.md
 
 openstack-up:

@@ -34,3 +34,12 @@ def require_tool(name: str, *candidates: str) -> str:
     if in_ci():
         pytest.fail(message)
     pytest.skip(message)
+
+
+def require_root(why: str) -> None:
+    """Namespaces need root: skip on a developer machine, fail in CI (which runs as root)."""
+    if os.geteuid() != 0:
+        message = f"needs root: {why}"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)

@@ -16,7 +16,7 @@ import yaml
 
 from stacks.node_facts import node_facts
 from stacks.settings import load_settings
-from tests.helpers import ROOT, in_ci, require_tool
+from tests.helpers import ROOT, require_root, require_tool
 from tests.node.test_ansible import ANSIBLE, ansible_env, tool
 
 KEEPALIVED = ".tools/keepalived/bin/keepalived"
@@ -24,15 +24,6 @@ KEEPALIVED = ".tools/keepalived/bin/keepalived"
 
 def staging_facts() -> dict:
     return node_facts(load_settings(str(ROOT / "stacks" / "staging.yaml")))
-
-
-def require_root() -> None:
-    """Network and pid namespaces need root; CI runs as root, so there a missing privilege is a failure."""
-    if os.geteuid() != 0:
-        message = "needs root for network namespaces"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def run_role(tmp_path: Path, facts: dict, interface: str, **role_vars) -> subprocess.CompletedProcess:
@@ -126,7 +117,7 @@ def test_every_staging_control_plane_gets_a_unicast_vrrp_instance(staging_config
 
 @pytest.mark.parametrize("node", ["staging-cp-1", "staging-cp-2", "staging-cp-3"])
 def test_real_keepalived_accepts_the_rendered_config(staging_configs, node, tmp_path):
-    require_root()
+    require_root('network and pid namespaces')
     conf = tmp_path / "keepalived.conf"
     conf.write_text(staging_configs[node])
     proc = config_test(conf, "ens3")
@@ -136,7 +127,7 @@ def test_real_keepalived_accepts_the_rendered_config(staging_configs, node, tmp_
 
 def test_real_keepalived_rejects_a_broken_config(staging_configs, tmp_path):
     """The config test really parses: a malformed source address is an error."""
-    require_root()
+    require_root('network and pid namespaces')
     conf = tmp_path / "keepalived.conf"
     conf.write_text(re.sub(r"unicast_src_ip \S+", "unicast_src_ip 10.30.0.300", staging_configs["staging-cp-1"]))
     proc = config_test(conf, "ens3")
@@ -259,7 +250,7 @@ def test_two_keepalived_nodes_hand_the_vip_to_the_healthy_one_and_fail_over(tmp_
     """The kubeadm-init story with the rendered configs: nobody healthy -> the higher base priority holds the
     VIP; the apiserver comes up on the other (init) node -> the VIP moves there; that node dies -> the VIP
     comes back. Checks use the role's own curl against a TLS endpoint on each namespace's 127.0.0.1:6443."""
-    require_root()
+    require_root('network and pid namespaces')
     keepalived = require_tool("keepalived", KEEPALIVED)
     ip = require_tool("ip", "/usr/sbin/ip", "/sbin/ip")
     openssl = require_tool("openssl", "/usr/bin/openssl")

@@ -7,23 +7,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.helpers import in_ci, require_tool
+from tests.helpers import require_root, require_tool
 from tests.node.test_ansible import render_metadata_block
 
 NFT = ".tools/nftables/bin/nft"
 POD_CIDRS = ["10.244.0.0/16", "192.168.128.0/17"]
-
-
-def require_root() -> None:
-    if os.geteuid() != 0:
-        message = "needs root for network namespaces"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def in_fresh_netns(*argv: str) -> subprocess.CompletedProcess:
@@ -33,7 +24,7 @@ def in_fresh_netns(*argv: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("pod_cidr", POD_CIDRS)
 def test_nft_accepts_the_rendered_metadata_block(tmp_path, pod_cidr):
-    require_root()
+    require_root('network namespaces')
     nft = require_tool("nft", NFT)
     rules = tmp_path / "metadata-block.nft"
     rules.write_text(render_metadata_block(tmp_path, pod_cidr))
@@ -42,7 +33,7 @@ def test_nft_accepts_the_rendered_metadata_block(tmp_path, pod_cidr):
 
 
 def test_nft_check_really_parses(tmp_path):
-    require_root()
+    require_root('network namespaces')
     nft = require_tool("nft", NFT)
     rules = tmp_path / "metadata-block.nft"
     rules.write_text(render_metadata_block(tmp_path, "10.244.0.0/16").replace("10.244.0.0/16", "10.244.0.0/33"))
@@ -53,7 +44,7 @@ def test_nft_check_really_parses(tmp_path):
 
 def test_reloading_the_block_is_idempotent(tmp_path):
     """The boot unit loads the file on every start: loading it twice leaves exactly one table and one rule."""
-    require_root()
+    require_root('network namespaces')
     nft = require_tool("nft", NFT)
     rules = tmp_path / "metadata-block.nft"
     rules.write_text(render_metadata_block(tmp_path, "10.244.0.0/16"))
@@ -84,7 +75,7 @@ while True:
 def test_pod_traffic_to_the_metadata_service_is_dropped(tmp_path):
     """A 'node' namespace with the block loaded and a listener on 169.254.169.254:80, and a 'pod' namespace
     routed through it: from a pod-CIDR source the connection times out, from another source it connects."""
-    require_root()
+    require_root('network namespaces')
     nft = require_tool("nft", NFT)
     ip = require_tool("ip", "/usr/sbin/ip", "/sbin/ip")
     rules = tmp_path / "metadata-block.nft"

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import base64
-import os
 import socket
 import stat
 import uuid
@@ -10,7 +9,7 @@ import pytest
 import yaml
 
 from ops import access
-from tests.helpers import in_ci, require_tool
+from tests.helpers import require_root, require_tool
 from tests.ops import formation_records as fr
 from tests.ops.conftest import STATUS, run_cli
 from tests.ops.consul_server import start_consul
@@ -46,9 +45,7 @@ ADMIN_CONF = _admin_conf()
 def lab(tmp_path_factory):
     for tool in ("unshare", "nsenter", "ip"):
         require_tool(tool)
-    if os.geteuid() != 0:
-        msg = "network and mount namespaces for the sshd lab need root"
-        pytest.fail(msg) if in_ci() else pytest.skip(msg)
+    require_root("network and mount namespaces for the sshd lab")
     sshd = require_tool("sshd", ".tools/openssh/bin/sshd")
     ssh = require_tool("ssh", ".tools/openssh/usr/bin/ssh")
     keygen = require_tool("ssh-keygen", ".tools/openssh/usr/bin/ssh-keygen")

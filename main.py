@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import gc
+import importlib.util
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,25 @@ OPS_COMMANDS = {"status", "wait", "timeline", "kubeconfig"}
 # jsii's Node.js kernel trips a deprecation notice (util.isArray) on every run; keep synth
 # output free of it without hiding other warnings.
 os.environ["NODE_OPTIONS"] = " ".join(filter(None, [os.environ.get("NODE_OPTIONS"), "--disable-warning=DEP0044"]))
+
+
+PROVIDER_PACKAGE = "cdktf_cdktf_provider_openstack"
+
+
+def _register_provider_package_only() -> None:
+    """Let each construct module import just the provider bindings it names.
+
+    The package's __init__ imports the Python bindings of all ~150 OpenStack resource
+    types (a fifth of a second) although a stack uses about 20. Registering the package
+    without running its __init__ keeps `import cdktf_cdktf_provider_openstack.<type>`
+    working: each submodule loads the same jsii assembly through the package's `_jsii`.
+    """
+    if PROVIDER_PACKAGE in sys.modules:
+        return
+    spec = importlib.util.find_spec(PROVIDER_PACKAGE)
+    if spec is None:
+        return  # not installed: the construct imports report it
+    sys.modules[PROVIDER_PACKAGE] = importlib.util.module_from_spec(spec)
 
 
 def _load_and_prepare(envs: list[str] | None, stacks_dir: Path | None) -> dict:
@@ -44,6 +64,7 @@ def synth(envs: list[str] | None = None, stacks_dir: Path | None = None) -> None
     # Settings and user-data are prepared on a second thread while this one loads the jsii
     # runtime, which mostly waits for Node.js: synth costs little more than that load.
     # Nothing is written before every environment is valid: bad input leaves cdktf.out as it was.
+    _register_provider_package_only()
     with ThreadPoolExecutor(max_workers=1) as pool:
         prepared = pool.submit(_load_and_prepare, envs, stacks_dir)
         from cdktf import App
@@ -73,5 +94,18 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def exit_now(code: int) -> None:
+    """Ends a synth without jsii's exit hook, which waits about 0.1 s for its two Node.js
+    processes to shut down: every file is written by now, and they exit by themselves when
+    this process's end closes their stdin."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    args = sys.argv[1:]
+    status = main(args)
+    if args and args[0] in OPS_COMMANDS:
+        sys.exit(status)
+    exit_now(status)

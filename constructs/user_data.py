@@ -214,20 +214,48 @@ def render_cloud_config(role: str, facts: dict, secrets: dict[str, str]) -> str:
     stand-ins and the tokens are put back afterwards: a render done ahead of time with other
     tokens in the same places is reused.
     """
-    tokens: list[str] = []
-
-    def stand_in(match: re.Match) -> str:
-        tokens.append(match.group(0))
-        return _STAND_IN % (len(tokens) - 1)
-
-    key = _TOKEN.sub(stand_in, json.dumps([facts, secrets], sort_keys=True))
+    key, tokens = _with_stand_ins(facts, secrets)
     text = _render_cloud_config(role, key)
     for index, token in enumerate(tokens):
         text = text.replace(_STAND_IN % index, token)
     return text
 
 
+def render_user_data(role: str, facts: dict, secrets: dict[str, str]) -> str:
+    """The server's `user_data` value for `role` (see `terraform_user_data`), from the cache
+    `prerender` fills."""
+    key, tokens = _with_stand_ins(facts, secrets)
+    return _terraform_expression([tokens[part] if isinstance(part, int) else part
+                                  for part in _terraform_pieces(role, key)])
+
+
+def prerender(role: str, facts: dict, secrets: dict[str, str]) -> None:
+    """Does the pure-Python part of `render_user_data` ahead of time, for any tokens in the
+    same places: main.py runs it while the jsii runtime loads."""
+    _terraform_pieces(role, _with_stand_ins(facts, secrets)[0])
+
+
+def terraform_user_data(cloud_config: str) -> str:
+    """The server's `user_data` value: Terraform gzips and base64-encodes the text at apply time,
+    after resolving the CDKTF tokens in it. cdktf places function arguments between quotes as
+    they are, so literal parts go in escaped for HCL; the tokens become arguments of their own."""
+    return _terraform_expression([part if _TOKEN.fullmatch(part) else _hcl_literal(part)
+                                  for part in _TOKEN.split(cloud_config) if part])
+
+
 _STAND_IN = "${TfToken[STAND-IN.%d]}"
+_STAND_IN_SPLIT = re.compile(r"\$\{TfToken\[STAND-IN\.(\d+)\]\}")
+
+
+def _with_stand_ins(facts: dict, secrets: dict[str, str]) -> tuple[str, list[str]]:
+    """The inputs as a cache key with the tokens numbered in order, and those tokens."""
+    tokens: list[str] = []
+
+    def stand_in(match: re.Match) -> str:
+        tokens.append(match.group(0))
+        return _STAND_IN % (len(tokens) - 1)
+
+    return _TOKEN.sub(stand_in, json.dumps([facts, secrets], sort_keys=True)), tokens
 
 
 @functools.lru_cache(maxsize=None)
@@ -236,6 +264,21 @@ def _render_cloud_config(role: str, inputs: str) -> str:
     body = yaml.dump(user_data_document(role, facts, secrets), Dumper=_Dumper, sort_keys=False, width=1 << 20,
                      default_flow_style=False)
     return "#cloud-config\n" + body
+
+
+@functools.lru_cache(maxsize=None)
+def _terraform_pieces(role: str, inputs: str) -> tuple[str | int, ...]:
+    """`terraform_user_data`'s arguments for the stand-in render: literal parts escaped for
+    HCL, and the number of the token that goes between them."""
+    parts = _STAND_IN_SPLIT.split(_render_cloud_config(role, inputs))
+    # re.split alternates text and the captured stand-in numbers: odd positions are numbers.
+    return tuple(int(part) if i % 2 else _hcl_literal(part) for i, part in enumerate(parts) if i % 2 or part)
+
+
+def _terraform_expression(pieces: list[str]) -> str:
+    from cdktf import Fn  # here, not at the top: rendering runs before (and beside) the jsii load
+
+    return Fn.base64gzip(Fn.join("", pieces))
 
 
 # Backslash, quote and control characters escaped as HCL's quoted strings want them.
@@ -248,21 +291,6 @@ def _hcl_literal(text: str) -> str:
     (cdktf's Fn.rawString leaves backslashes alone, which breaks JSON content; cdktf itself
     doubles `${` in function arguments, but not `%{`.)"""
     return text.translate(_HCL_ESCAPES).replace("%{", "%%{")
-
-
-def terraform_user_data(cloud_config: str) -> str:
-    """The server's `user_data` value: Terraform gzips and base64-encodes the text at apply time,
-    after resolving the CDKTF tokens in it. cdktf places function arguments between quotes as
-    they are, so literal parts go in escaped for HCL; the tokens become arguments of their own."""
-    from cdktf import Fn  # here, not at the top: rendering runs before (and beside) the jsii load
-
-    pieces = [part if _TOKEN.fullmatch(part) else _hcl_literal(part)
-              for part in _TOKEN.split(cloud_config) if part]
-    return Fn.base64gzip(Fn.join("", pieces))
-
-
-def render_user_data(role: str, facts: dict, secrets: dict[str, str]) -> str:
-    return terraform_user_data(render_cloud_config(role, facts, secrets))
 
 
 def user_data_size_b64(cloud_config: str) -> int:

@@ -5,7 +5,7 @@ from typing import Optional
 
 import netaddr
 
-from constructs.user_data import ROLES, render_cloud_config
+from constructs.user_data import ROLES, prerender
 from stacks.settings import Settings
 
 CONSUL_HTTP_PORT = 8500
@@ -37,7 +37,7 @@ def prerender_user_data(settings: Settings) -> None:
     public = stand_in if settings.kubernetes.api_endpoint.floating_ip else None
     facts, secrets = node_inputs(settings, public, stand_in)
     for role in ROLES:
-        render_cloud_config(role, facts, secrets)
+        prerender(role, facts, secrets)
 
 
 def node_facts(settings: Settings, api_public_address: Optional[str] = None) -> dict:

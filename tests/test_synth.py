@@ -227,13 +227,13 @@ def test_prerendered_user_data_is_what_the_stack_uses():
     """main.py renders user-data beside the jsii load; the stack must then hit that cache."""
     from cdktf import Testing
 
-    from constructs.user_data import _render_cloud_config
+    from constructs.user_data import _terraform_pieces
     from stacks.cluster_stack import ClusterStack
     from stacks.node_facts import prerender_user_data
 
     for env in ENVS:
         settings = load_settings(env)
         prerender_user_data(settings)
-        misses = _render_cloud_config.cache_info().misses
+        misses = _terraform_pieces.cache_info().misses
         ClusterStack(Testing.app(), env, settings=settings)
-        assert _render_cloud_config.cache_info().misses == misses, env
+        assert _terraform_pieces.cache_info().misses == misses, env

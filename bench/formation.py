@@ -31,7 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.formation.harness import Cluster, ConsulServer, Timing, check_invariants  # noqa: E402
+from tests.consul_fixture import ConsulServer  # noqa: E402
+from tests.formation.harness import Cluster, Timing, check_invariants  # noqa: E402
 
 CONSUL = ROOT / ".tools/consul/usr/bin/consul"
 
@@ -96,7 +97,7 @@ def main() -> int:
         return 2
     results = []
     with tempfile.TemporaryDirectory(prefix="formation-bench-") as tmp:
-        consul = ConsulServer(str(CONSUL), Path(tmp) / "consul")
+        consul = ConsulServer(str(CONSUL), Path(tmp) / "consul", persistent=True)
         consul.start()
         try:
             base = dict(init=a.init, join=a.join, cp_join=a.join, reset=1.0, session_ttl=30, lock_delay=15,

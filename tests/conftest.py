@@ -1,4 +1,4 @@
-"""Fixtures shared by the synth-side tests."""
+"""Fixtures shared by the synth-side tests, and the Consul binary the formation, node and ops suites run."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, require_tool
 
 
 def synth_env() -> dict[str, str]:
@@ -30,6 +30,11 @@ def run_synth(outdir: Path, stacks_dir: Path | None = None, envs: str = "") -> s
         env["CLUSTER_STACKS_DIR"] = str(stacks_dir)
     return subprocess.run([sys.executable, str(ROOT / "main.py")], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def consul_bin() -> str:
+    return require_tool("consul", ".tools/consul/usr/bin/consul")
 
 
 @pytest.fixture(scope="session")

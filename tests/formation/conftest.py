@@ -6,23 +6,16 @@ import uuid
 
 import pytest
 
-from tests.formation.harness import Cluster, ConsulServer, Timing
-from tests.helpers import require_tool
+from tests.consul_fixture import ConsulServer
+from tests.formation.harness import Cluster, Timing
 
 _names = itertools.count(1)
 
 
-@pytest.fixture(scope="session")
-def consul_bin() -> str:
-    return require_tool("consul", ".tools/consul/usr/bin/consul")
-
-
 @pytest.fixture(scope="module")
 def consul(consul_bin, tmp_path_factory):
-    server = ConsulServer(consul_bin, tmp_path_factory.mktemp("consul"))
-    server.start()
-    yield server
-    server.stop()
+    with ConsulServer(consul_bin, tmp_path_factory.mktemp("consul"), persistent=True) as server:
+        yield server
 
 
 @pytest.fixture

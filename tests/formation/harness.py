@@ -1,4 +1,5 @@
-"""Formation test harness: a real Consul server with ACLs, per-node metadata servers, simulated nodes.
+"""Formation test harness: simulated nodes, with per-node metadata servers, on a real Consul server
+(tests/consul_fixture.py, persistent, ACLs on).
 
 Each simulated node is a separate process group running either the project's playbook (`--tags formation`)
 or the formation engine directly (the exact script the role installs), against its own facts/secrets/
@@ -6,17 +7,13 @@ or the formation engine directly (the exact script the role installs), against i
 """
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,30 +21,13 @@ from pathlib import Path
 
 import jinja2
 
+from tests.consul_fixture import KV_PREFIX, ConsulServer
+
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE = ROOT / "ansible/roles/k8s_formation/files/k8s_formation.py"
 INIT_TEMPLATE = ROOT / "ansible/roles/k8s_formation/templates/kubeadm-init.yaml.j2"
 STANDIN_KUBEADM = ROOT / "tests/standins/kubeadm"
-KV_PREFIX = "k8s-formation"
 VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http(method: str, url: str, token: str | None = None, body: bytes | None = None,
-         timeout: float = 5.0) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=body, method=method)
-    if token:
-        req.add_header("X-Consul-Token", token)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
 
 
 def descendants(root: int) -> set[int]:
@@ -76,102 +56,6 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
-
-
-class ConsulServer:
-    """One real Consul 1.8 server (data dir on disk, so a restart keeps state) with default-deny ACLs."""
-
-    def __init__(self, binary: str, workdir: Path) -> None:
-        self.binary = binary
-        self.workdir = workdir
-        self.data_dir = workdir / "data"
-        self.master = str(uuid.uuid4())
-        self.http_port = free_port()
-        self.addr = f"127.0.0.1:{self.http_port}"
-        self.proc: subprocess.Popen | None = None
-        ports = {"http": self.http_port, "dns": -1, "grpc": -1, "server": free_port(),
-                 "serf_lan": free_port(), "serf_wan": free_port()}
-        config = {
-            "node_name": "formation-test", "datacenter": "dc1", "server": True, "bootstrap_expect": 1,
-            "data_dir": str(self.data_dir), "bind_addr": "127.0.0.1", "client_addr": "127.0.0.1",
-            "advertise_addr": "127.0.0.1", "ports": ports, "log_level": "WARN", "disable_update_check": True,
-            "performance": {"raft_multiplier": 1},
-            "acl": {"enabled": True, "default_policy": "deny", "down_policy": "extend-cache",
-                    "enable_token_persistence": True, "tokens": {"master": self.master, "agent": self.master}},
-        }
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.config = workdir / "consul.json"
-        self.config.write_text(json.dumps(config))
-        self.config.chmod(0o600)
-
-    def start(self, timeout: float = 60.0) -> None:
-        log = open(self.workdir / "consul.log", "ab")
-        self.proc = subprocess.Popen([self.binary, "agent", f"-config-file={self.config}"], stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"consul exited: {(self.workdir / 'consul.log').read_text()[-2000:]}")
-            try:
-                status, _ = http("GET", f"http://{self.addr}/v1/acl/token/self", self.master, timeout=2)
-                status_node, body = http("GET", f"http://{self.addr}/v1/catalog/node/formation-test", self.master)
-                if status == 200 and status_node == 200 and body.strip() not in (b"null", b""):
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("consul did not become ready")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    # admin helpers (master token) ---------------------------------------------
-    def create_cluster_token(self, cluster: str) -> str:
-        """What the bastion does: a policy limited to the cluster's KV prefix + sessions, and its token."""
-        rules = (f'key_prefix "{KV_PREFIX}/{cluster}/" {{ policy = "write" }}\n'
-                 'session_prefix "" { policy = "write" }\n')
-        status, body = http("PUT", f"http://{self.addr}/v1/acl/policy", self.master,
-                            json.dumps({"Name": f"k8s-formation-{cluster}", "Rules": rules}).encode())
-        assert status == 200, body
-        secret = str(uuid.uuid4())
-        status, body = http("PUT", f"http://{self.addr}/v1/acl/token", self.master, json.dumps(
-            {"SecretID": secret, "Description": f"formation {cluster}",
-             "Policies": [{"Name": f"k8s-formation-{cluster}"}]}).encode())
-        assert status == 200, body
-        return secret
-
-    def kv(self, key: str) -> dict | None:
-        status, body = http("GET", f"http://{self.addr}/v1/kv/{key}", self.master)
-        if status == 404:
-            return None
-        assert status == 200, body
-        raw = json.loads(body)[0].get("Value")
-        return json.loads(base64.b64decode(raw)) if raw else None
-
-    def kv_tree(self, prefix: str) -> dict[str, dict | None]:
-        status, body = http("GET", f"http://{self.addr}/v1/kv/{prefix}?recurse=true", self.master)
-        if status == 404:
-            return {}
-        out = {}
-        for entry in json.loads(body):
-            raw = entry.get("Value")
-            try:
-                out[entry["Key"]] = json.loads(base64.b64decode(raw)) if raw else None
-            except ValueError:
-                out[entry["Key"]] = None
-        return out
 
 
 class MetadataServer:
@@ -354,7 +238,7 @@ class Node:
         return "\n".join(r["out"].read_text(errors="replace") for r in self.runs if r["out"].exists())
 
     def status(self) -> dict | None:
-        return self.cluster.consul.kv(f"{self.cluster.prefix}status/{self.name}")
+        return self.cluster.consul.get_json(f"{self.cluster.prefix}status/{self.name}")
 
 
 class Cluster:
@@ -382,7 +266,8 @@ class Cluster:
             "api_endpoint": {"host": "10.20.0.10", "port": 6443}, "api_cert_sans": ["10.20.0.10", "k8s.example"],
             "node_cidr": "10.20.0.0/24", "pod_cidr": "10.244.0.0/16", "service_cidr": "10.96.0.0/12",
             "cni": {"name": "calico", "version": "v3.30.3"},
-            "consul": {"mode": "external", "addresses": [self.consul.addr], "scheme": "http", "kv_prefix": KV_PREFIX},
+            "consul": {"mode": "external", "addresses": [self.consul.http_addr], "scheme": "http",
+                       "kv_prefix": KV_PREFIX},
             "join": {"token_ttl_hours": t.token_ttl / 3600, "certificate_key_ttl_hours": t.cert_key_ttl / 3600},
         }
 
@@ -430,7 +315,7 @@ class Cluster:
         return json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
 
     def kv(self) -> dict[str, dict | None]:
-        return self.consul.kv_tree(self.prefix)
+        return self.consul.get_json_tree(self.prefix)
 
     def wait_for(self, predicate, timeout: float, what: str, interval: float = 0.1):
         deadline = time.monotonic() + timeout

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from tests.formation.harness import (ENGINE, KV_PREFIX, STANDIN_KUBEADM, Timing, check_invariants,
-                                     check_no_secrets, http)
+from tests.consul_fixture import KV_PREFIX, ConsulHTTPError
+from tests.formation.harness import ENGINE, STANDIN_KUBEADM, Timing, check_invariants, check_no_secrets
 
 pytestmark = pytest.mark.slow
 
@@ -42,10 +42,10 @@ def phases(node) -> list[str]:
 def test_cluster_token_is_confined_and_a_rejected_token_fails_fast(make_cluster, consul):
     cluster = make_cluster()
     node = cluster.add_node("worker", 1, "general")
-    status, _ = http("PUT", f"http://{consul.addr}/v1/kv/{KV_PREFIX}/other-cluster/x", cluster.token, b"1")
-    assert status == 403
-    status, _ = http("PUT", f"http://{consul.addr}/v1/kv/{cluster.prefix}probe", cluster.token, b"1")
-    assert status == 200
+    with pytest.raises(ConsulHTTPError) as denied:
+        consul.call("PUT", f"/v1/kv/{KV_PREFIX}/other-cluster/x", b"1", token=cluster.token)
+    assert denied.value.code == 403
+    assert consul.call("PUT", f"/v1/kv/{cluster.prefix}probe", b"1", token=cluster.token) is True
 
     ok = node.run_engine("record-phase", "--phase", "booting", "--role", "worker")
     assert ok.returncode == 0, ok.stderr
@@ -152,7 +152,7 @@ def test_worker_after_material_expired_waits_for_refresher(make_cluster):
     start_all([cp], mode="playbook")  # renders the refresher unit used below
     start_all([early], mode="engine")
     wait_all([cp, early], 180)
-    old = cluster.consul.kv(cluster.prefix + "join/material")
+    old = cluster.consul.get_json(cluster.prefix + "join/material")
     # The engine dates expiry from the start of `kubeadm init` (conservative); kubeadm from its end.
     time.sleep(max(0.0, old["token_expires_at"] - time.time()) + cluster.timing.init + 1)
 
@@ -176,7 +176,7 @@ def test_worker_after_material_expired_waits_for_refresher(make_cluster):
     assert refresh.returncode == 0, refresh.stderr
     assert "join material refreshed" in refresh.stderr
     wait_all([late], 120)
-    new = cluster.consul.kv(cluster.prefix + "join/material")
+    new = cluster.consul.get_json(cluster.prefix + "join/material")
     assert new["token"] != old["token"] and new["token_expires_at"] > old["token_expires_at"]
     late_join = [r for r in cluster.invocations() if r["node"] == late.name and r["cmd"] == "join"
                  and r["event"] == "end" and r["rc"] == 0]

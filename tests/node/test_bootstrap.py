@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from constructs.user_data import BOOTSTRAP_MEMBER, render_cloud_config
-from tests.helpers import ROOT, require_tool
-from tests.node.consul_agent import ConsulAgent, free_port, start_agent
+from tests.consul_fixture import ConsulServer, free_port
+from tests.helpers import ROOT
 from tests.node.fakes import CONSUL_TOKEN_PLACEHOLDER, fake_facts, fake_secrets, resolve, write_files
 
 BOOTSTRAP = ROOT / "cloudinit" / "bootstrap.py"
@@ -103,15 +103,10 @@ def server_metadata(name: str, role: str | None, pool: str = "", cluster: str = 
 
 
 @pytest.fixture(scope="module")
-def consul(tmp_path_factory):
-    binary = require_tool("consul", ".tools/consul/usr/bin/consul")
-    agent = start_agent(binary, tmp_path_factory.mktemp("consul"), master_token=str(uuid.uuid4()))
-    rules = (f'key_prefix "{PREFIX}" {{ policy = "write" }}\n'
-             'session_prefix "" { policy = "write" }\n')
-    agent.call("PUT", "/v1/acl/policy", {"Name": "k8s-formation-dev", "Rules": rules})
-    agent.call("PUT", "/v1/acl/token", {"SecretID": CLUSTER_TOKEN, "Policies": [{"Name": "k8s-formation-dev"}]})
-    yield agent
-    agent.stop()
+def consul(consul_bin, tmp_path_factory):
+    with ConsulServer(consul_bin, tmp_path_factory.mktemp("consul")) as server:
+        server.create_cluster_token("dev", secret=CLUSTER_TOKEN)
+        yield server
 
 
 @pytest.fixture
@@ -177,8 +172,8 @@ class Node:
         return [line for line in self.log_text().splitlines() if "k8s-node-bootstrap: FATAL:" in line]
 
 
-def status(consul: ConsulAgent, node: str):
-    return consul.kv_json(f"{PREFIX}status/{node}")
+def status(consul: ConsulServer, node: str):
+    return consul.get_json(f"{PREFIX}status/{node}")
 
 
 def assert_private_log(node: Node) -> None:
@@ -190,7 +185,7 @@ def test_happy_path_records_phases_and_runs_the_role_playbook(tmp_path, metadata
     metadata.document = server_metadata("dev-general-1", "worker", pool="general",
                                         labels=json.dumps({"tier": "general"}),
                                         taints=json.dumps(["dedicated=general:NoSchedule"]))
-    node = Node(tmp_path, metadata, consul.address, "worker")
+    node = Node(tmp_path, metadata, consul.http_addr, "worker")
     proc, _ = node.run()
     assert proc.returncode == 0, node.log_text() + proc.stderr
     handed = json.loads(node.out.read_text())
@@ -216,7 +211,7 @@ def test_happy_path_records_phases_and_runs_the_role_playbook(tmp_path, metadata
 @pytest.mark.safety("bad-input")
 def test_no_role_in_metadata_fails_fast(tmp_path, metadata, consul):
     metadata.document = server_metadata("dev-general-2", None, pool="general")
-    node = Node(tmp_path, metadata, consul.address, "worker")
+    node = Node(tmp_path, metadata, consul.http_addr, "worker")
     proc, took = node.run()
     assert proc.returncode == 2
     assert took < 30
@@ -230,7 +225,7 @@ def test_no_role_in_metadata_fails_fast(tmp_path, metadata, consul):
 @pytest.mark.safety("bad-input")
 def test_unknown_role_fails(tmp_path, metadata, consul):
     metadata.document = server_metadata("dev-db-1", "database")
-    node = Node(tmp_path, metadata, consul.address, "worker")
+    node = Node(tmp_path, metadata, consul.http_addr, "worker")
     proc, took = node.run()
     assert proc.returncode == 2
     assert took < 30
@@ -255,7 +250,7 @@ def test_unreachable_consul_fails_after_bounded_retries(tmp_path, metadata):
 @pytest.mark.safety("bad-input")
 def test_rejected_consul_token_fails(tmp_path, metadata, consul):
     metadata.document = server_metadata("dev-general-3", "worker", pool="general")
-    node = Node(tmp_path, metadata, consul.address, "worker", token=str(uuid.uuid4()))
+    node = Node(tmp_path, metadata, consul.http_addr, "worker", token=str(uuid.uuid4()))
     proc, took = node.run()
     assert proc.returncode == 3
     assert took < 30
@@ -267,7 +262,7 @@ def test_rejected_consul_token_fails(tmp_path, metadata, consul):
 
 @pytest.mark.safety("bad-input")
 def test_unreachable_metadata_service_fails_after_bounded_retries(tmp_path, metadata, consul):
-    node = Node(tmp_path, metadata, consul.address, "worker")
+    node = Node(tmp_path, metadata, consul.http_addr, "worker")
     node.env["K8S_NODE_METADATA_URL"] = f"http://127.0.0.1:{free_port()}/openstack/latest/meta_data.json"
     proc, took = node.run()
     assert proc.returncode == 2
@@ -278,7 +273,7 @@ def test_unreachable_metadata_service_fails_after_bounded_retries(tmp_path, meta
 @pytest.mark.safety("bad-input")
 def test_failed_playbook_is_recorded(tmp_path, metadata, consul):
     metadata.document = server_metadata("dev-cp-2", "control-plane")
-    node = Node(tmp_path, metadata, consul.address, "control-plane")
+    node = Node(tmp_path, metadata, consul.http_addr, "control-plane")
     proc, _ = node.run(STANDIN_FAIL="1")
     assert proc.returncode == 1
     assert len(node.fatal_lines()) == 1 and "playbook control-plane.yml failed" in node.fatal_lines()[0]
@@ -292,7 +287,7 @@ def test_failed_playbook_is_recorded(tmp_path, metadata, consul):
 @pytest.mark.safety("bad-input")
 def test_cluster_mismatch_is_refused(tmp_path, metadata, consul):
     metadata.document = server_metadata("prod-general-1", "worker", cluster="prod")
-    node = Node(tmp_path, metadata, consul.address, "worker")
+    node = Node(tmp_path, metadata, consul.http_addr, "worker")
     proc, _ = node.run()
     assert proc.returncode == 2
     assert "does not match" in node.fatal_lines()[0]
@@ -302,7 +297,7 @@ def test_cluster_mismatch_is_refused(tmp_path, metadata, consul):
 @pytest.mark.safety("bad-input")
 def test_hung_playbook_is_killed_at_the_deadline(tmp_path, metadata, consul):
     metadata.document = server_metadata("dev-general-4", "worker", pool="general")
-    node = Node(tmp_path, metadata, consul.address, "worker")
+    node = Node(tmp_path, metadata, consul.http_addr, "worker")
     proc, took = node.run(STANDIN_HANG="1", K8S_NODE_PLAYBOOK_TIMEOUT="8")
     assert proc.returncode == 1
     assert took < 40

@@ -10,8 +10,7 @@ import uuid
 
 import pytest
 
-from tests.helpers import require_tool
-from tests.node.consul_agent import ConsulHTTPError, start_agent
+from tests.consul_fixture import ConsulHTTPError, ConsulServer
 from tests.node.fakes import fake_facts
 from tests.node.test_ansible import ANSIBLE, ansible_env, tool
 
@@ -19,11 +18,9 @@ CLUSTER_TOKEN = str(uuid.uuid4())
 
 
 @pytest.fixture(scope="module")
-def consul(tmp_path_factory):
-    binary = require_tool("consul", ".tools/consul/usr/bin/consul")
-    agent = start_agent(binary, tmp_path_factory.mktemp("consul-acl"))
-    yield agent
-    agent.stop()
+def consul(consul_bin, tmp_path_factory):
+    with ConsulServer(consul_bin, tmp_path_factory.mktemp("consul-acl"), bootstrap_acl=False) as server:
+        yield server
 
 
 def run_bastion_acl(tmp_path, consul):

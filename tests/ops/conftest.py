@@ -4,24 +4,17 @@ import io
 
 import pytest
 
-from tests.helpers import require_tool
-from tests.ops.consul_server import start_consul
+from tests.consul_fixture import ConsulServer
 
 PREFIX = "k8s-formation/dev/"
 STATUS = PREFIX + "status/"
 
 
 @pytest.fixture(scope="session")
-def consul_bin() -> str:
-    return require_tool("consul", ".tools/consul/usr/bin/consul")
-
-
-@pytest.fixture(scope="session")
 def consul(consul_bin, tmp_path_factory):
-    server = start_consul(consul_bin, tmp_path_factory.mktemp("consul"))
-    server.operator_token = server.make_read_token(PREFIX)
-    yield server
-    server.stop()
+    with ConsulServer(consul_bin, tmp_path_factory.mktemp("consul")) as server:
+        server.operator_token = server.create_read_token(PREFIX)
+        yield server
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from ops import access
+from tests.consul_fixture import ConsulServer
 from tests.helpers import require_root, require_tool
 from tests.ops import formation_records as fr
 from tests.ops.conftest import STATUS, run_cli
-from tests.ops.consul_server import start_consul
 from tests.ops.netlab import start_lab
 
 SECRET_MARK = f"LEAKCHECK-{uuid.uuid4()}"
@@ -133,11 +133,10 @@ def test_status_and_wait_through_a_bastion_tunnel(lab, consul_bin, monkeypatch):
     import subprocess
     subprocess.run(["nsenter", "-t", bpid, "-n", "ip", "addr", "add", f"{private}/32", "dev", "lo"],
                    check=True, capture_output=True)
-    server = start_consul(consul_bin, lab.root / "consul", bind=private, http_port=8500,
-                          prefix_cmd=("nsenter", "-t", bpid, "-n"),
-                          client_addrs=(private, lab.bastion.address))
-    try:
-        server.operator_token = server.make_read_token("k8s-formation/dev/")
+    with ConsulServer(consul_bin, lab.root / "consul", bind=private, http_port=8500,
+                      prefix_cmd=("nsenter", "-t", bpid, "-n"),
+                      client_addrs=(private, lab.bastion.address)) as server:
+        server.operator_token = server.create_read_token("k8s-formation/dev/")
         monkeypatch.setenv("CONSUL_HTTP_TOKEN", server.operator_token)
         fr.write_all(server, STATUS, fr.ALL_JOINED)
         res = run_cli("status", "dev", *_ssh_args(lab))
@@ -145,8 +144,6 @@ def test_status_and_wait_through_a_bastion_tunnel(lab, consul_bin, monkeypatch):
         assert res.out.splitlines()[2].split()[:4] == ["dev-cp-1", "control-plane", "-", "joined"]
         res = run_cli("wait", "dev", "--timeout", "20", *_ssh_args(lab))
         assert res.code == 0, res
-    finally:
-        server.stop()
 
 
 def test_tunnel_failure_is_reported(lab, monkeypatch):

@@ -9,7 +9,8 @@ import pytest
 
 from ops import timeline
 from ops.records import record_from_dict
-from tests.formation.harness import Cluster, ConsulServer, Timing
+from tests.consul_fixture import ConsulServer
+from tests.formation.harness import Cluster, Timing
 from tests.ops.conftest import run_cli
 from tests.ops.test_timeline import _bands
 
@@ -17,10 +18,8 @@ from tests.ops.test_timeline import _bands
 @pytest.fixture
 def formation_consul(consul_bin, tmp_path):
     # One server per test: the harness creates a per-cluster ACL policy named after the cluster (`dev`).
-    server = ConsulServer(consul_bin, tmp_path / "formation-consul")
-    server.start()
-    yield server
-    server.stop()
+    with ConsulServer(consul_bin, tmp_path / "formation-consul", persistent=True) as server:
+        yield server
 
 
 @pytest.fixture
@@ -51,7 +50,7 @@ def test_wait_status_and_timeline_follow_a_real_formation(dev_cluster, tmp_path)
     assert [n.name for n in nodes] == ["dev-cp-1", "dev-cp-2", "dev-cp-3", "dev-general-1", "dev-general-2"]
     box = {}
     waiter = threading.Thread(target=lambda: box.setdefault("res", run_cli(
-        "wait", "dev", "--consul-addr", cluster.consul.addr, "--timeout", "150")))
+        "wait", "dev", "--consul-addr", cluster.consul.http_addr, "--timeout", "150")))
     waiter.start()  # before the nodes: it sees every phase change as it happens
     _run_nodes(nodes)
     waiter.join(timeout=200)
@@ -63,13 +62,13 @@ def test_wait_status_and_timeline_follow_a_real_formation(dev_cluster, tmp_path)
     for node in nodes:
         assert f"wait: {node.name}: joining -> joined\n" in res.err or f"{node.name}: initializing -> joined" in res.err
 
-    status = run_cli("status", "dev", "--consul-addr", cluster.consul.addr)
+    status = run_cli("status", "dev", "--consul-addr", cluster.consul.http_addr)
     lines = status.out.splitlines()
     assert [ln.split()[0] for ln in lines[1:]] == ["dev-bastion"] + [n.name for n in nodes]
     assert [ln.split()[3] for ln in lines[1:]] == ["pending"] + ["joined"] * 5
 
     out = tmp_path / "formation.png"
-    res = run_cli("timeline", "dev", "--consul-addr", cluster.consul.addr, "-o", str(out))
+    res = run_cli("timeline", "dev", "--consul-addr", cluster.consul.http_addr, "-o", str(out))
     assert res.code == 0, res
     records = {n.name: n.status() for n in nodes}
     tl = timeline.compute([record_from_dict(r) for r in records.values()])
@@ -88,7 +87,7 @@ def test_wait_reports_a_real_init_failure(dev_cluster):
     nodes = cluster.add_nodes(3, 0)
     _run_nodes(nodes)
     try:
-        res = run_cli("wait", "dev", "--consul-addr", cluster.consul.addr, "--timeout", "120")
+        res = run_cli("wait", "dev", "--consul-addr", cluster.consul.http_addr, "--timeout", "120")
     finally:
         for node in nodes:
             node.kill()

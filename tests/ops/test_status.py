@@ -90,7 +90,7 @@ def test_status_token_file(kv, monkeypatch, tmp_path):
 
 
 def test_status_unreachable_consul(kv):
-    from tests.ops.consul_server import free_port
+    from tests.consul_fixture import free_port
 
     res = run_cli("status", "dev", "--consul-addr", f"127.0.0.1:{free_port()}")
     assert res.code == 3 and "cannot reach Consul" in res.err

@@ -93,10 +93,9 @@ def test_wait_exit_codes_are_distinct():
 
 def test_wait_keeps_going_through_a_consul_restart(consul_bin, tmp_path, monkeypatch):
     """Formation outlives a Consul restart; so must `wait` (it retries, then sees the change)."""
-    from tests.ops.consul_server import start_consul
+    from tests.consul_fixture import ConsulServer
 
-    server = start_consul(consul_bin, tmp_path / "c1")
-    addr_port = int(server.http_addr.rsplit(":", 1)[1])
+    server = ConsulServer(consul_bin, tmp_path / "consul").start()
     monkeypatch.setenv("CONSUL_HTTP_TOKEN", server.master_token)
     fr.write_all(server, STATUS, fr.STUCK)
     box = {}
@@ -105,8 +104,7 @@ def test_wait_keeps_going_through_a_consul_restart(consul_bin, tmp_path, monkeyp
     thread.start()
     try:
         time.sleep(1.0)
-        server.stop()  # dev mode: the data is gone, as after losing a single server
-        server = start_consul(consul_bin, tmp_path / "c2", http_port=addr_port, master_token=server.master_token)
+        server.restart()  # dev mode: the data is gone, as after losing a single server
         fr.write_all(server, STATUS, fr.ALL_JOINED)
         thread.join(timeout=60)
     finally:

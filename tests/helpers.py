@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / ".tools"
+# The node-side scripts (bootstrap, formation engine) run on the image's own python3: 3.10 on
+# Ubuntu 22.04, 3.12 on 24.04. The tests run them on this interpreter unless pointed elsewhere.
+NODE_PYTHON = os.environ.get("K8S_TEST_NODE_PYTHON", sys.executable)
 
 
 def in_ci() -> bool:

@@ -22,6 +22,7 @@ from pathlib import Path
 import jinja2
 
 from tests.consul_fixture import KV_PREFIX, ConsulServer
+from tests.helpers import NODE_PYTHON
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE = ROOT / "ansible/roles/k8s_formation/files/k8s_formation.py"
@@ -160,7 +161,7 @@ class Node:
 
     def engine_argv(self, command: str) -> list[str]:
         t, p = self.cluster.timing, self.paths()
-        return [sys.executable, str(ENGINE), command, f"--node={self.name}", f"--pool={self.pool}",
+        return [NODE_PYTHON, str(ENGINE), command, f"--node={self.name}", f"--pool={self.pool}",
                 f"--facts={p['facts']}", f"--secrets={p['secrets']}", f"--init-config={p['init_config']}",
                 f"--kubeadm={STANDIN_KUBEADM}", f"--kube-dir={self.kube_dir}", f"--state-dir={p['state']}",
                 f"--session-ttl={t.session_ttl}", f"--lock-delay={t.lock_delay}", f"--wait={t.wait}",
@@ -177,12 +178,12 @@ class Node:
             "k8s_formation_metadata_url": self.meta.url, "k8s_formation_facts_file": str(p["facts"]),
             "k8s_formation_secrets_file": str(p["secrets"]), "k8s_formation_lib_dir": str(p["lib"]),
             "k8s_formation_kubeadm_config": str(p["init_config"]), "k8s_formation_state_dir": str(p["state"]),
-            "k8s_formation_python": sys.executable, "k8s_formation_kubeadm_bin": str(STANDIN_KUBEADM),
+            "k8s_formation_python": NODE_PYTHON, "k8s_formation_kubeadm_bin": str(STANDIN_KUBEADM),
             "k8s_formation_kube_dir": str(self.kube_dir), "k8s_formation_session_ttl": t.session_ttl,
             "k8s_formation_lock_delay": t.lock_delay, "k8s_formation_wait": t.wait,
             "k8s_formation_retry_backoff": t.retry_backoff, "k8s_formation_expiry_margin": t.expiry_margin,
             "k8s_formation_owner": owner, "k8s_formation_group": group,
-            "join_refresher_script": str(p["lib"] / "k8s_formation.py"), "join_refresher_python": sys.executable,
+            "join_refresher_script": str(p["lib"] / "k8s_formation.py"), "join_refresher_python": NODE_PYTHON,
             "join_refresher_facts_file": str(p["facts"]), "join_refresher_secrets_file": str(p["secrets"]),
             "join_refresher_kubeadm_bin": str(STANDIN_KUBEADM), "join_refresher_kube_dir": str(self.kube_dir),
             "join_refresher_state_dir": str(p["state"]), "join_refresher_systemd_dir": str(p["systemd"]),

@@ -21,7 +21,7 @@ import pytest
 
 from constructs.user_data import BOOTSTRAP_MEMBER, render_cloud_config
 from tests.consul_fixture import ConsulServer, free_port
-from tests.helpers import ROOT
+from tests.helpers import NODE_PYTHON, ROOT
 from tests.node.fakes import CONSUL_TOKEN_PLACEHOLDER, fake_facts, fake_secrets, resolve, write_files
 
 BOOTSTRAP = ROOT / "cloudinit" / "bootstrap.py"
@@ -161,7 +161,7 @@ class Node:
 
     def run(self, timeout: float = 120, **env) -> tuple[subprocess.CompletedProcess, float]:
         started = time.monotonic()
-        proc = subprocess.run([sys.executable, str(self.bootstrap)], env={**self.env, **env}, capture_output=True,
+        proc = subprocess.run([NODE_PYTHON, str(self.bootstrap)], env={**self.env, **env}, capture_output=True,
                               text=True, timeout=timeout)
         return proc, time.monotonic() - started
 

@@ -6,12 +6,14 @@
 """
 from __future__ import annotations
 
+import atexit
 import gc
 import importlib.util
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NoReturn
 
 # The repo root must be on sys.path before `constructs` is first imported, so that the
 # local constructs/ folder is merged into the PyPI package's namespace (see DESIGN.md).
@@ -94,13 +96,17 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def exit_now(code: int) -> None:
-    """Ends a synth without jsii's exit hook, which waits about 0.1 s for its two Node.js
-    processes to shut down: every file is written by now, and they exit by themselves when
-    this process's end closes their stdin."""
+def exit_without_teardown(status: int) -> NoReturn:
+    """Exits as Python would, minus the interpreter's teardown.
+
+    The exit handlers still run, jsii's among them: it stops its Node.js processes and relays
+    what they print last. Only freeing the objects the jsii bindings created is skipped: about
+    70 ms of a synth that takes under a second, with every file already written.
+    """
+    atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)
+    os._exit(status)
 
 
 if __name__ == "__main__":
@@ -108,4 +114,4 @@ if __name__ == "__main__":
     status = main(args)
     if args and args[0] in OPS_COMMANDS:
         sys.exit(status)
-    exit_now(status)
+    exit_without_teardown(status)

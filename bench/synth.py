@@ -43,19 +43,12 @@ def env_for(outdir: str, stacks_dir: str | None = None) -> dict[str, str]:
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Wall seconds until the command exits, and the peak RSS in MiB of its largest process
-    (measured in a fresh helper process, so RUSAGE_CHILDREN covers only this command's tree)."""
+    """Wall seconds and the peak RSS in MiB of the command's largest process (measured in a
+    fresh helper process, so RUSAGE_CHILDREN covers only this command's tree)."""
     probe = (
-        "import ctypes, os, resource, subprocess, sys, time, json\n"
-        # main.py leaves jsii's Node.js processes to exit by themselves: as subreaper, the probe
-        # inherits and waits for them, so their memory is counted too (time stops at main.py's exit).
-        "ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER\n"
+        "import resource, subprocess, sys, time, json\n"
         "t = time.perf_counter(); subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)\n"
-        "seconds = time.perf_counter() - t\n"
-        "while True:\n"
-        "    try: os.wait()\n"
-        "    except ChildProcessError: break\n"
-        "print(json.dumps([seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))\n"
+        "print(json.dumps([time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))\n"
     )
     out = subprocess.run([sys.executable, "-c", probe, *cmd], env=env, cwd=ROOT,
                          check=True, capture_output=True, text=True).stdout

@@ -138,11 +138,13 @@ def test_literal_dollar_and_percent_braces_survive_terraform(tmp_path):
     in literal text kept literal, and the result is the gzip of the cloud-config."""
     tofu = require_tool("tofu", ".tools/tofu/bin/tofu")
     import os
-    from cdktf import App, TerraformOutput, TerraformStack, TerraformVariable
+    from cdktf import App, LocalBackend, TerraformOutput, TerraformStack, TerraformVariable
     from constructs.user_data import terraform_user_data
 
     app = App(outdir=str(tmp_path / "out"))
     stack = TerraformStack(app, "escape")
+    # cdktf's default local state lands in the current directory: the project root under pytest.
+    LocalBackend(stack, path=str(tmp_path / "escape.tfstate"))
     token = TerraformVariable(stack, "consul_token", type="string", sensitive=True).string_value
     facts = fake_facts()
     facts["api_cert_sans"] = ["10.20.0.10", "203.0.113.7"]  # only this app's tokens can be resolved

@@ -31,7 +31,7 @@ os.environ["NODE_OPTIONS"] = " ".join(filter(None, [os.environ.get("NODE_OPTIONS
 PROVIDER_PACKAGE = "cdktf_cdktf_provider_openstack"
 
 
-def _register_provider_package_only() -> None:
+def register_provider_package_only() -> None:
     """Let each construct module import just the provider bindings it names.
 
     The package's __init__ imports the Python bindings of all ~150 OpenStack resource
@@ -66,7 +66,7 @@ def synth(envs: list[str] | None = None, stacks_dir: Path | None = None) -> None
     # Settings and user-data are prepared on a second thread while this one loads the jsii
     # runtime, which mostly waits for Node.js: synth costs little more than that load.
     # Nothing is written before every environment is valid: bad input leaves cdktf.out as it was.
-    _register_provider_package_only()
+    register_provider_package_only()
     with ThreadPoolExecutor(max_workers=1) as pool:
         prepared = pool.submit(_load_and_prepare, envs, stacks_dir)
         from cdktf import App

@@ -30,7 +30,7 @@ REPEAT = int(os.environ.get("BENCH_REPEAT", "5"))
 LIMITS = {"all": 1.5, "large": 2.5}
 IMPORTS_ONLY = (
     "import gc, sys; gc.disable(); sys.path.insert(0, %r); import main; "
-    "main._register_provider_package_only(); import cdktf, stacks.cluster_stack" % str(ROOT)
+    "main.register_provider_package_only(); import cdktf, stacks.cluster_stack" % str(ROOT)
 )
 
 

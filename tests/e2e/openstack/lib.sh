@@ -6,6 +6,7 @@ RUN_DIR="$STATE_DIR/run"
 LOG_DIR="$STATE_DIR/log"
 DONE_DIR="$STATE_DIR/done"
 SECRETS_FILE="$STATE_DIR/secrets.env"
+SERVICE_CODE_DIR="$STATE_DIR/code"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 # Debian's own interpreter: the OpenStack libraries live in its dist-packages,

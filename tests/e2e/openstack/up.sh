@@ -294,6 +294,12 @@ fi
 
 # ---------------------------------------------------------------- services
 log "services"
+# The services run as their own users, which may not be able to reach a checkout (a clone
+# under /root or a 0700 mktemp directory): they load our code from a root-owned copy.
+rm -rf "$SERVICE_CODE_DIR"
+install -d -m 0755 "$SERVICE_CODE_DIR"
+cp -r "$HERE/fake_agent.py" "$HERE/octavia_driver" "$SERVICE_CODE_DIR/"
+chmod -R u=rwX,go=rX "$SERVICE_CODE_DIR"
 N_CONF=(--config-file /etc/neutron/neutron.conf --config-file /etc/neutron/plugins/ml2/ml2_conf.ini)
 NEUTRON_CFGS="/etc/neutron/neutron.conf /etc/neutron/plugins/ml2/ml2_conf.ini"
 start_uwsgi glance glance "$GLANCE_PORT" /usr/bin/glance-wsgi-api /etc/glance/glance-api.conf
@@ -308,7 +314,7 @@ start_daemon nova-conductor nova /etc/nova/nova.conf /usr/bin/nova-conductor \
 start_daemon nova-scheduler nova /etc/nova/nova.conf /usr/bin/nova-scheduler \
     --config-file /etc/nova/nova.conf --log-file /var/log/nova/nova-scheduler.log
 # octavia_driver/ holds the network driver that gives load balancers a real VIP port.
-OCTAVIA_DRIVER_DIR="$HERE/octavia_driver"
+OCTAVIA_DRIVER_DIR="$SERVICE_CODE_DIR/octavia_driver"
 OCTAVIA_CFGS="/etc/octavia/octavia.conf $OCTAVIA_DRIVER_DIR/k8s_e2e_octavia_net.py"
 start_uwsgi octavia-api octavia "$OCTAVIA_PORT" /usr/bin/octavia-wsgi "$OCTAVIA_CFGS" \
     --pythonpath "$OCTAVIA_DRIVER_DIR"
@@ -322,7 +328,7 @@ for i in "${!FAKE_HOSTS[@]}"; do
         /usr/bin/nova-compute --config-file /etc/nova/nova.conf --config-file "/etc/nova/nova-compute-$n.conf" \
         --log-file "/var/log/nova/nova-compute-$n.log"
 done
-start_daemon fake-agent neutron "$NEUTRON_CFGS $HERE/fake_agent.py" "$SYS_PY" "$HERE/fake_agent.py" \
+start_daemon fake-agent neutron "$NEUTRON_CFGS $SERVICE_CODE_DIR/fake_agent.py" "$SYS_PY" "$SERVICE_CODE_DIR/fake_agent.py" \
     "${N_CONF[@]}" --log-file /var/log/neutron/fake-agent.log -- "${FAKE_HOSTS[@]}"
 
 wait_http glance "$GLANCE_PORT"

@@ -34,9 +34,9 @@ IGNORED_SERVER_CHANGES = ["user_data", "image_id", "image_name", "block_device"]
 
 
 @dataclass(frozen=True)
-class NodeGroupProps:
-    name: str
-    node_names: list[str]
+class ServerProps:
+    """What a server boots with and where it plugs in: shared by node groups and the bastion."""
+
     flavor: str
     image_id: str
     key_pair: str
@@ -44,10 +44,17 @@ class NodeGroupProps:
     subnet_id: str
     security_group_ids: list[str]
     user_data: str
-    metadata: dict[str, str]
     availability_zones: list[str] = field(default_factory=lambda: ["nova"])
-    server_group_policy: str = "anti-affinity"
     boot_volume_size_gb: int = 0
+
+
+@dataclass(frozen=True)
+class NodeGroupProps:
+    name: str
+    node_names: list[str]
+    server: ServerProps
+    metadata: dict[str, str]
+    server_group_policy: str = "anti-affinity"
     fixed_ips: Optional[dict[str, str]] = None
     allowed_address_pairs: list[str] = field(default_factory=list)
 
@@ -69,37 +76,38 @@ def availability_zone_map(node_names: list[str], zones: list[str]) -> dict[str, 
 class NodeGroup(Construct):
     def __init__(self, scope: Construct, id: str, *, props: NodeGroupProps) -> None:
         super().__init__(scope, id)
+        spec = props.server
         self.server_group = ComputeServergroupV2(
             self, "server_group", name=props.name, policies=[props.server_group_policy],
         )
         self.server_group_id: str = self.server_group.id
         # Keyed by node name; the value is the node's fixed address where it has one.
         port_iter = TerraformIterator.from_map(props.fixed_ips or {name: name for name in props.node_names})
-        fixed_ip = NetworkingPortV2FixedIp(subnet_id=props.subnet_id, ip_address=EACH_VALUE if props.fixed_ips else None)
+        fixed_ip = NetworkingPortV2FixedIp(subnet_id=spec.subnet_id, ip_address=EACH_VALUE if props.fixed_ips else None)
         self.ports = NetworkingPortV2(
             self, "ports",
             for_each=port_iter,
             name=EACH_KEY,
-            network_id=props.network_id,
+            network_id=spec.network_id,
             admin_state_up=True,
             fixed_ip=[fixed_ip],
-            security_group_ids=props.security_group_ids,
+            security_group_ids=spec.security_group_ids,
             allowed_address_pairs=[NetworkingPortV2AllowedAddressPairs(ip_address=ip)
                                    for ip in props.allowed_address_pairs] or None,
         )
         server_iter = TerraformIterator.from_resources(self.ports)
-        zones = sorted(set(props.availability_zones))
+        zones = sorted(set(spec.availability_zones))
         availability_zone = zones[0] if len(zones) == 1 else Fn.lookup(
-            availability_zone_map(props.node_names, props.availability_zones), Token.as_string(server_iter.key))
-        boot = boot_source(props.image_id, props.boot_volume_size_gb)
+            availability_zone_map(props.node_names, spec.availability_zones), Token.as_string(server_iter.key))
+        boot = boot_source(spec.image_id, spec.boot_volume_size_gb)
         self.servers = ComputeInstanceV2(
             self, "servers",
             for_each=server_iter,
             name=EACH_KEY,
-            flavor_name=props.flavor,
-            key_pair=props.key_pair,
+            flavor_name=spec.flavor,
+            key_pair=spec.key_pair,
             availability_zone=availability_zone,
-            user_data=props.user_data,
+            user_data=spec.user_data,
             metadata=props.metadata,
             network=[ComputeInstanceV2Network(port="${each.value.id}")],
             scheduler_hints=[ComputeInstanceV2SchedulerHints(group=self.server_group_id)],

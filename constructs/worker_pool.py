@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from constructs import Construct
 
-from constructs.node_group import NodeGroup, NodeGroupProps
+from constructs.node_group import NodeGroup, NodeGroupProps, ServerProps
 
 
 @dataclass(frozen=True)
@@ -14,18 +14,10 @@ class WorkerPoolProps:
     cluster_name: str
     pool_name: str
     count: int
-    flavor: str
-    image_id: str
-    key_pair: str
-    network_id: str
-    subnet_id: str
-    security_group_ids: list[str]
-    user_data: str
+    server: ServerProps
     labels: dict[str, str] = field(default_factory=dict)
     taints: list[str] = field(default_factory=list)
-    availability_zones: list[str] = field(default_factory=lambda: ["nova"])
     server_group_policy: str = "soft-anti-affinity"
-    boot_volume_size_gb: int = 0
 
 
 def worker_names(cluster_name: str, pool_name: str, count: int) -> list[str]:
@@ -39,13 +31,7 @@ class WorkerPool(Construct):
         self.nodes = NodeGroup(self, "nodes", props=NodeGroupProps(
             name=f"{props.cluster_name}-{props.pool_name}",
             node_names=self.node_names,
-            flavor=props.flavor,
-            image_id=props.image_id,
-            key_pair=props.key_pair,
-            network_id=props.network_id,
-            subnet_id=props.subnet_id,
-            security_group_ids=props.security_group_ids,
-            user_data=props.user_data,
+            server=props.server,
             metadata={
                 "cluster": props.cluster_name,
                 "role": "worker",
@@ -53,7 +39,5 @@ class WorkerPool(Construct):
                 "labels": json.dumps(props.labels, sort_keys=True, separators=(",", ":")),
                 "taints": json.dumps(props.taints, separators=(",", ":")),
             },
-            availability_zones=props.availability_zones,
             server_group_policy=props.server_group_policy,
-            boot_volume_size_gb=props.boot_volume_size_gb,
         ))

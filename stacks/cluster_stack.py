@@ -1,6 +1,8 @@
 """ClusterStack: the one place that maps settings to construct props."""
 from __future__ import annotations
 
+import functools
+
 from cdktf import (
     ConsulBackend,
     LocalBackend,
@@ -19,6 +21,7 @@ from constructs.api_endpoint import ApiEndpoint, ApiEndpointProps
 from constructs.bastion import Bastion, BastionProps
 from constructs.control_plane import ControlPlane, ControlPlaneProps
 from constructs.network import Network, NetworkProps
+from constructs.node_group import ServerProps
 from constructs.security_groups import SecurityGroups, SecurityGroupsProps
 from constructs.user_data import render_user_data
 from constructs.worker_pool import WorkerPool, WorkerPoolProps
@@ -80,35 +83,38 @@ class ClusterStack(TerraformStack):
         ))
         facts, secrets = node_inputs(s, api.public_address, consul_token)
 
+        @functools.cache
         def user_data(role: str) -> str:
+            # One expression per role, shared by its servers and pools: each render is two jsii calls.
             return render_user_data(role, facts, secrets)
 
-        common = dict(image_id=image.id, key_pair=s.openstack.key_pair,
-                      network_id=network.network_id, subnet_id=network.subnet_id)
+        image_id = image.id
         zones = list(s.openstack.availability_zones)
+
+        def server(flavor: str, security_group_id: str, role: str, volume_gb: int) -> ServerProps:
+            return ServerProps(flavor=flavor, image_id=image_id, key_pair=s.openstack.key_pair,
+                               network_id=network.network_id, subnet_id=network.subnet_id,
+                               security_group_ids=[security_group_id], user_data=user_data(role),
+                               availability_zones=zones, boot_volume_size_gb=volume_gb)
+
+        volumes = s.openstack.boot_volume_size_gb
         bastion = Bastion(self, "bastion", props=BastionProps(
-            cluster_name=name, fixed_ip=s.network.bastion_ip, flavor=s.bastion.flavor,
-            security_group_ids=[groups.bastion_id], external_network_name=s.openstack.external_network,
-            user_data=user_data("bastion"), availability_zone=zones[0],
-            boot_volume_size_gb=s.openstack.boot_volume_size_gb.bastion,
-            floating_ip_depends_on=[network.router_interface], **common,
+            cluster_name=name, fixed_ip=s.network.bastion_ip,
+            server=server(s.bastion.flavor, groups.bastion_id, "bastion", volumes.bastion),
+            external_network_name=s.openstack.external_network,
+            floating_ip_depends_on=[network.router_interface],
         ))
         ControlPlane(self, "control_plane", props=ControlPlaneProps(
-            cluster_name=name, fixed_ips=cp_ips, flavor=s.control_plane.flavor,
-            security_group_ids=[groups.control_plane_id], user_data=user_data("control-plane"),
-            availability_zones=zones, server_group_policy=s.control_plane.server_group_policy,
-            boot_volume_size_gb=s.openstack.boot_volume_size_gb.control_plane,
+            cluster_name=name, fixed_ips=cp_ips,
+            server=server(s.control_plane.flavor, groups.control_plane_id, "control-plane", volumes.control_plane),
+            server_group_policy=s.control_plane.server_group_policy,
             api_vip=s.network.api_vip if s.kubernetes.api_endpoint.type == "vip" else "",
-            **common,
         ))
-        worker_user_data = user_data("worker")
         for pool in s.worker_pools:
             WorkerPool(self, f"pool_{pool.name}", props=WorkerPoolProps(
-                cluster_name=name, pool_name=pool.name, count=pool.count, flavor=pool.flavor,
-                security_group_ids=[groups.worker_id], user_data=worker_user_data,
-                labels=dict(pool.labels), taints=list(pool.taints), availability_zones=zones,
-                server_group_policy=pool.server_group_policy,
-                boot_volume_size_gb=s.openstack.boot_volume_size_gb.worker, **common,
+                cluster_name=name, pool_name=pool.name, count=pool.count,
+                server=server(pool.flavor, groups.worker_id, "worker", volumes.worker),
+                labels=dict(pool.labels), taints=list(pool.taints), server_group_policy=pool.server_group_policy,
             ))
 
         api_host = api.public_address or api.address

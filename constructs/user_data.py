@@ -222,8 +222,10 @@ def render_cloud_config(role: str, facts: dict, secrets: dict[str, str]) -> str:
 
 
 def render_user_data(role: str, facts: dict, secrets: dict[str, str]) -> str:
-    """The server's `user_data` value for `role` (see `terraform_user_data`), from the cache
-    `prerender` fills."""
+    """The server's `user_data` value for `role`: Terraform gzips and base64-encodes the
+    cloud-config at apply time, after resolving the CDKTF tokens in it. cdktf places function
+    arguments between quotes as they are, so literal parts go in escaped for HCL; the tokens
+    become arguments of their own. Served from the cache `prerender` fills."""
     key, tokens = _with_stand_ins(facts, secrets)
     return _terraform_expression([tokens[part] if isinstance(part, int) else part
                                   for part in _terraform_pieces(role, key)])
@@ -233,14 +235,6 @@ def prerender(role: str, facts: dict, secrets: dict[str, str]) -> None:
     """Does the pure-Python part of `render_user_data` ahead of time, for any tokens in the
     same places: main.py runs it while the jsii runtime loads."""
     _terraform_pieces(role, _with_stand_ins(facts, secrets)[0])
-
-
-def terraform_user_data(cloud_config: str) -> str:
-    """The server's `user_data` value: Terraform gzips and base64-encodes the text at apply time,
-    after resolving the CDKTF tokens in it. cdktf places function arguments between quotes as
-    they are, so literal parts go in escaped for HCL; the tokens become arguments of their own."""
-    return _terraform_expression([part if _TOKEN.fullmatch(part) else _hcl_literal(part)
-                                  for part in _TOKEN.split(cloud_config) if part])
 
 
 _STAND_IN = "${TfToken[STAND-IN.%d]}"
@@ -268,7 +262,7 @@ def _render_cloud_config(role: str, inputs: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _terraform_pieces(role: str, inputs: str) -> tuple[str | int, ...]:
-    """`terraform_user_data`'s arguments for the stand-in render: literal parts escaped for
+    """`render_user_data`'s arguments for the stand-in render: literal parts escaped for
     HCL, and the number of the token that goes between them."""
     parts = _STAND_IN_SPLIT.split(_render_cloud_config(role, inputs))
     # re.split alternates text and the captured stand-in numbers: odd positions are numbers.

@@ -139,7 +139,7 @@ def test_literal_dollar_and_percent_braces_survive_terraform(tmp_path):
     tofu = require_tool("tofu", ".tools/tofu/bin/tofu")
     import os
     from cdktf import App, LocalBackend, TerraformOutput, TerraformStack, TerraformVariable
-    from constructs.user_data import terraform_user_data
+    from constructs.user_data import render_user_data
 
     app = App(outdir=str(tmp_path / "out"))
     stack = TerraformStack(app, "escape")
@@ -150,7 +150,8 @@ def test_literal_dollar_and_percent_braces_survive_terraform(tmp_path):
     facts["api_cert_sans"] = ["10.20.0.10", "203.0.113.7"]  # only this app's tokens can be resolved
     facts["note"] = 'shell ${HOME}, template %{ if x }, $${twice}, quote " and backslash \\ stay literal'
     text = render_cloud_config("worker", facts, {"consul_token": token})
-    TerraformOutput(stack, "user_data", value=terraform_user_data(text), sensitive=True)
+    TerraformOutput(stack, "user_data", value=render_user_data("worker", facts, {"consul_token": token}),
+                    sensitive=True)
     app.synth()
     workdir = tmp_path / "out" / "stacks" / "escape"
     env = {**os.environ, "TF_VAR_consul_token": CONSUL_TOKEN, "TF_CLI_CONFIG_FILE": "", "TF_IN_AUTOMATION": "1"}

@@ -33,19 +33,39 @@ CLEAN_ENV=(env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
 log() { printf '%s [%s] %s\n' "$(date +%H:%M:%S)" "${0##*/}" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-# A pidfile names a live process we started.
-is_running() {
-    local pidfile="$RUN_DIR/$1.pid"
-    [[ -s "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+# What tells a process we started from a later one that got its pid: the boot and
+# the start time (field 22 of /proc/PID/stat, clock ticks since boot). A pidfile
+# alone is not enough: when a session ends its daemons are killed but the state
+# directory stays, and a run on the same machine later found an unrelated process
+# under keystone's old pid, took keystone as running and waited for it in vain.
+proc_identity() {
+    local stat fields
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    # Field 2 (the command name) may hold spaces; the fields after its ')' do not.
+    read -ra fields <<<"${stat##*) }"
+    echo "$(cat /proc/sys/kernel/random/boot_id) ${fields[19]}"
 }
 
+# Records, right after a start, which process the pidfile of NAME means.
+record_identity() {
+    proc_identity "$(cat "$RUN_DIR/$1.pid")" >"$RUN_DIR/$1.identity"
+}
+
+# The pidfile of NAME names a live process we started.
+is_running() {
+    local pidfile="$RUN_DIR/$1.pid" idfile="$RUN_DIR/$1.identity" id
+    [[ -s "$pidfile" && -s "$idfile" ]] || return 1
+    id=$(proc_identity "$(cat "$pidfile")") && [[ "$id" == "$(cat "$idfile")" ]]
+}
+
+# Signals only a process is_running vouches for; a stale pidfile is just removed.
 stop_service() {
     local name=$1 pidfile="$RUN_DIR/$1.pid"
-    if [[ -e "$pidfile" ]]; then
+    if is_running "$name"; then
         # --retry: services that ignore TERM for 20 s get KILL, so down.sh always finishes.
         start-stop-daemon --stop --quiet --pidfile "$pidfile" --remove-pidfile \
             --retry TERM/20/KILL/5 >/dev/null 2>&1 || true
-        rm -f "$pidfile" "$RUN_DIR/$name.cfgsum"
         log "stopped $name"
     fi
+    rm -f "$pidfile" "$RUN_DIR/$name.cfgsum" "$RUN_DIR/$name.identity"
 }

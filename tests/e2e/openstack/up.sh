@@ -92,13 +92,15 @@ start_daemon() {
             return 0
         fi
         log "$name: configuration changed, restarting"
-        stop_service "$name"
         restart=1
     fi
+    # Also clears a stale pidfile, which start-stop-daemon --start would take for a live daemon.
+    stop_service "$name"
     local out="$LOG_DIR/$name.out"
     touch "$out"; chown "$user" "$out"; chmod 0640 "$out"
     "${CLEAN_ENV[@]}" start-stop-daemon --start --background --make-pidfile --pidfile "$RUN_DIR/$name.pid" \
         --chuid "$user" --chdir / --output "$out" --startas "$1" -- "${@:2}"
+    record_identity "$name"
     echo "$sum" >"$RUN_DIR/$name.cfgsum"
     [[ $restart == 1 ]] || STARTED_ANY=1
     log "started $name (pid $(cat "$RUN_DIR/$name.pid"))"

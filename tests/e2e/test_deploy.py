@@ -426,7 +426,7 @@ def _prod_for_mini_cloud(conn, prod: dict) -> tuple[dict, list[str]]:
     for pool in s["worker_pools"]:
         if pool["name"] in PROD_POOL_COUNTS and pool["count"] != PROD_POOL_COUNTS[pool["name"]]:
             notes.append(f"worker_pools[{pool['name']}].count {pool['count']} -> {PROD_POOL_COUNTS[pool['name']]} "
-                         "(3 fake hosts, 2 shared cores: keep the run short)")
+                         "(fake compute hosts on 2 shared cores: keep the run short)")
             pool["count"] = PROD_POOL_COUNTS[pool["name"]]
     flavors = {f.name for f in conn.compute.flavors()}
     for where, holder in [("bastion", s.get("bastion", {})), ("control_plane", s.get("control_plane", {}))] + \

@@ -182,8 +182,8 @@ def ensure_quotas(conn):
 
 def resources():
     conn = admin()
-    wait_for("3 nova-compute hosts up and mapped", lambda: compute_hosts_ready(conn))
-    wait_for("3 fake neutron agents alive", lambda: agents_ready(conn))
+    wait_for(f"{len(FAKE_HOSTS)} nova-compute hosts up and mapped", lambda: compute_hosts_ready(conn))
+    wait_for(f"{len(FAKE_HOSTS)} fake neutron agents alive", lambda: agents_ready(conn))
     ensure_image(conn)
     ensure_flavors(conn)
     ensure_public_network(conn)

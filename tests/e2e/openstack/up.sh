@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Brings up a minimal real OpenStack on this machine (Debian 12, no systemd, root):
-# MariaDB, RabbitMQ, Keystone, Glance, Placement, Nova (3 fake compute hosts),
+# MariaDB, RabbitMQ, Keystone, Glance, Placement, Nova (5 fake compute hosts),
 # Neutron (ML2 fake_agent + router plugin), Octavia (no-op drivers).
 # Idempotent: a second run only starts what is not running and restarts what
 # had its configuration changed. Everything listens on 127.0.0.1.

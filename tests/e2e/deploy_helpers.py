@@ -23,6 +23,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+if __name__ == "__main__":  # the measuring parent and the sweep command: make `tests` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.proc_tree import descendants  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 TOFU_HOME = ROOT / ".tools" / "tofu"
 TOFU = TOFU_HOME / "bin" / "tofu"
@@ -65,24 +69,13 @@ def machine_used_mib() -> int:
 
 
 def _tree_rss_kib(root_pid: int) -> int:
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    total = 0
+    for pid in descendants(root_pid):
         try:
-            status = Path(f"/proc/{entry}/status").read_text()
+            status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
             continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        pid = int(entry)
-        children.setdefault(int(fields.get("PPid", "0").strip()), []).append(pid)
-        rss[pid] = int(fields.get("VmRSS", "0 kB").split()[0])
-    total, todo = 0, [root_pid]
-    while todo:
-        pid = todo.pop()
-        total += rss.get(pid, 0)
-        todo.extend(children.get(pid, []))
+        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
     return total
 
 
@@ -151,20 +144,8 @@ def measured_run(argv: list[str], *, cwd: Path, env: dict, timeout: float) -> Ru
 
 
 def signal_tree(pid: int, sig: int) -> None:
-    """Signal a process we started and all its descendants (by pid, never by name)."""
-    todo, seen = [pid], []
-    while todo:
-        current = todo.pop()
-        seen.append(current)
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == current:
-                    todo.append(int(entry))
-    for target in reversed(seen):
+    """Signal a process we started and all its descendants (by pid, never by name), children first."""
+    for target in reversed(descendants(pid)):
         try:
             os.kill(target, sig)
         except ProcessLookupError:
@@ -463,6 +444,5 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "measure":
         sys.exit(_measure(sys.argv[2:]))
     if len(sys.argv) == 5 and sys.argv[1] == "sweep":
-        sys.path.insert(0, str(ROOT))
         sys.exit(_sweep_cli(sys.argv[2:]))
     sys.exit(USAGE)

@@ -23,33 +23,13 @@ import jinja2
 
 from tests.consul_fixture import KV_PREFIX, ConsulServer
 from tests.helpers import NODE_PYTHON
+from tests.proc_tree import descendants
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE = ROOT / "ansible/roles/k8s_formation/files/k8s_formation.py"
 INIT_TEMPLATE = ROOT / "ansible/roles/k8s_formation/templates/kubeadm-init.yaml.j2"
 STANDIN_KUBEADM = ROOT / "tests/standins/kubeadm"
 VENV_BIN = Path(sys.executable).parent
-
-
-def descendants(root: int) -> set[int]:
-    """root and every process below it, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    found, todo = set(), [root]
-    while todo:
-        pid = todo.pop()
-        if pid not in found:
-            found.add(pid)
-            todo.extend(children.get(pid, []))
-    return found
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -231,7 +211,7 @@ class Node:
             tree = descendants(self.proc.pid)
             for pid in tree:  # freeze first so nothing forks or reparents while we kill
                 _signal(pid, signal.SIGSTOP)
-            for pid in descendants(self.proc.pid) | tree:
+            for pid in {*descendants(self.proc.pid), *tree}:
                 _signal(pid, signal.SIGKILL)
             self.proc.wait()
 
